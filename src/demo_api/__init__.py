@@ -1,0 +1,1 @@
+"""Demo API deployed by swiftdeploy's examples, demo and end-to-end tests."""

@@ -1,0 +1,3 @@
+from swiftdeploy.cli import main
+
+main()

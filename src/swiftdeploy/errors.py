@@ -1,0 +1,82 @@
+"""One exception hierarchy. Each class carries the process exit code the CLI maps it to (DESIGN.md §3).
+
+Library code raises these with a message that says what is wrong and how to fix it; only `swiftdeploy.cli`
+turns them into a red line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SwiftDeployError(Exception):
+    """Base class. Exit code 1: the operation failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class OperationFailed(SwiftDeployError):
+    """Exit 1: unhealthy service, runtime error, failed check."""
+
+
+class DriftDetected(OperationFailed):
+    """Exit 1: generated files on disk differ from what the manifest produces."""
+
+
+class LockHeld(OperationFailed):
+    """Exit 1: another deploy/promote/rollback/teardown holds the lock for this manifest."""
+
+
+class RuntimeUnavailable(OperationFailed):
+    """Exit 1: the runtime (docker engine, nginx binary, ...) cannot be used."""
+
+
+class HealthTimeout(OperationFailed):
+    """Exit 1: a service did not become healthy in time."""
+
+
+class InvalidInput(SwiftDeployError):
+    """Exit 2: bad usage or invalid input."""
+
+    exit_code = 2
+
+
+class ManifestError(InvalidInput):
+    """Exit 2: the manifest is missing, unreadable or invalid. `problems` lists every finding."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return super().__str__()
+        return self.message + "\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+class PolicyError(InvalidInput):
+    """Exit 2: a policy file does not compile or a policy input file is invalid."""
+
+
+class PolicyBlocked(SwiftDeployError):
+    """Exit 3: the policy answered deny or inconclusive. `decision` is the full decision."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, decision: Any = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.decision = decision
+
+
+class PolicyEngineUnavailable(SwiftDeployError):
+    """Exit 4: the policy engine could not answer. Fail closed: this never means allow."""
+
+    exit_code = 4

@@ -1,0 +1,176 @@
+"""The manifest: Pydantic v2 models. `manifest.yaml` is the only hand-edited file; everything else derives from it.
+
+Every model forbids unknown keys so a typo is an error (with a did-you-mean), never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
+
+# Pinned so a generated stack never drifts to a new OPA release by itself.
+DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.4.2"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServiceConfig(Strict):
+    """The application: the stable track, and the base of the canary track."""
+
+    name: Name = Field("app", description="Service name; the canary track is `<name>-canary`.")
+    image: ImageRef = Field(description="Image of the stable track.")
+    port: Port = Field(3000, description="Port the app listens on inside its container (local: on 127.0.0.1).")
+    version: Version = Field("1.0.0", description="Version of the stable track (APP_VERSION).")
+    mode: Literal["stable", "canary"] = Field(
+        "stable", description="`canary` while a canary track runs beside stable. Changed by `promote`/`rollback`."
+    )
+    restart_policy: Literal["no", "always", "on-failure", "unless-stopped"] = Field(
+        "unless-stopped", description="Compose restart policy of the app containers."
+    )
+    command: list[SafeText] | None = Field(
+        None,
+        description="Local runtime only: the app's argv (default: the bundled demo API, `python -m demo_api`).",
+    )
+
+
+class CanaryConfig(Strict):
+    image: ImageRef | None = Field(None, description="Image of the canary track (default: services.image).")
+    version: Version | None = Field(None, description="Version of the canary track (default: services.version).")
+    weight: int = Field(10, ge=0, le=100, strict=True, description="Percent of public traffic sent to the canary.")
+
+
+class NginxConfig(Strict):
+    image: ImageRef = Field("nginx:1.27", description="Nginx image.")
+    port: Port = Field(8080, description="Public port.")
+    admin_port: Port = Field(8081, description="Admin listener, published on 127.0.0.1 only.")
+    proxy_timeout: Duration = Field(30.0, description="Proxy connect/read/send timeout ('30s', '2m' or seconds).")
+    contact: Email = Field("ops@example.com", description="Contact shown in JSON error bodies.")
+
+
+class NetworkConfig(Strict):
+    name: Name = Field("swiftdeploy-net", description="Compose network name.")
+    driver_type: Literal["bridge", "overlay"] = Field("bridge", description="Compose network driver.")
+
+
+class OpaConfig(Strict):
+    image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned 1.x).")
+    port: Port = Field(8181, description="OPA port, published on 127.0.0.1 only.")
+    timeout: Duration = Field(2.0, description="Timeout of one OPA request.")
+
+
+class Thresholds(Strict):
+    """Overrides of policies/data.json. Unset values keep the policy defaults."""
+
+    min_disk_free_gb: float | None = Field(None, ge=0)
+    max_cpu_load: float | None = Field(None, ge=0)
+    max_memory_used_percent: float | None = Field(None, ge=0, le=100)
+    max_error_rate_percent: float | None = Field(None, ge=0, le=100)
+    max_p99_latency_ms: float | None = Field(None, ge=0)
+    min_requests: int | None = Field(None, ge=0)
+    max_error_rate_increase_percent: float | None = Field(
+        None, ge=0, le=100, description="Relative rule: canary error rate minus stable's, in percentage points."
+    )
+    max_p99_ratio: float | None = Field(None, ge=1, description="Relative rule: canary P99 / stable P99.")
+
+    def overrides(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class PolicyConfig(Strict):
+    engine: Literal["auto", "opa", "embedded"] = Field(
+        "auto", description="auto: the OPA server when it answers, else the embedded Rego engine."
+    )
+    window_seconds: Duration = Field(30.0, description="Canary metrics window for `promote stable`.")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    dir: SafeText | None = Field(None, description="Your own policies folder (relative to the manifest).")
+
+
+class Manifest(Strict):
+    services: ServiceConfig
+    nginx: NginxConfig = Field(default_factory=NginxConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    opa: OpaConfig = Field(default_factory=OpaConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    runtime: Literal["docker", "local"] = Field("docker", description="docker (compose) or local (processes).")
+    project: Name | None = Field(None, description="Compose project name (default: swiftdeploy-<services.name>).")
+    output_dir: SafeText | None = Field(None, description="Where generated files go (relative to the manifest).")
+
+    _source: Path | None = PrivateAttr(None)
+    _sha256: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> Manifest:
+        taken: dict[int, str] = {}
+        claims = [(self.nginx.port, "nginx.port"), (self.nginx.admin_port, "nginx.admin_port")]
+        if self.policy.engine != "embedded":
+            claims.append((self.opa.port, "opa.port"))
+        if self.runtime == "local":
+            claims.append((self.services.port, "services.port"))
+        for port, field in claims:
+            if port in taken:
+                raise ValueError(f"{field} and {taken[port]} are both {port}; give each listener its own port")
+            taken[port] = field
+        if self.output_dir is not None and (
+            posixpath.isabs(self.output_dir) or ".." in Path(self.output_dir).parts
+        ):
+            raise ValueError("output_dir must be a folder inside the manifest's folder (relative, no '..')")
+        return self
+
+    # --- derived values (generators and runtimes read these, never recompute them) ---
+
+    @property
+    def project_name(self) -> str:
+        return self.project or f"swiftdeploy-{self.services.name}"
+
+    @property
+    def canary_name(self) -> str:
+        return f"{self.services.name}-canary"
+
+    @property
+    def canary_image(self) -> str:
+        return self.canary.image or self.services.image
+
+    @property
+    def canary_version(self) -> str:
+        return self.canary.version or self.services.version
+
+    @property
+    def source_path(self) -> Path | None:
+        """The manifest file this model was loaded from (None when built in code)."""
+        return self._source
+
+    @property
+    def sha256(self) -> str | None:
+        """sha256 of the manifest file's bytes (None when built in code)."""
+        return self._sha256
+
+    @property
+    def base_dir(self) -> Path:
+        return self._source.parent if self._source else Path.cwd()
+
+    @property
+    def out_dir(self) -> Path:
+        """Folder of the generated files and history.jsonl."""
+        return self.base_dir / self.output_dir if self.output_dir else self.base_dir
+
+    @property
+    def state_dir(self) -> Path:
+        """Runtime state (lock, pid files, local configs, logs), next to the manifest."""
+        return self.base_dir / ".swiftdeploy"
+
+    @property
+    def history_path(self) -> Path:
+        return self.out_dir / "history.jsonl"
+
+    def with_source(self, path: Path | None, sha256: str | None) -> Manifest:
+        self._source = path
+        self._sha256 = sha256
+        return self
