@@ -118,9 +118,7 @@ class Manifest(Strict):
             if port in taken:
                 raise ValueError(f"{field} and {taken[port]} are both {port}; give each listener its own port")
             taken[port] = field
-        if self.output_dir is not None and (
-            posixpath.isabs(self.output_dir) or ".." in Path(self.output_dir).parts
-        ):
+        if self.output_dir is not None and (posixpath.isabs(self.output_dir) or ".." in Path(self.output_dir).parts):
             raise ValueError("output_dir must be a folder inside the manifest's folder (relative, no '..')")
         return self
 

@@ -51,14 +51,15 @@ Name = Annotated[
     str,
     AfterValidator(_pattern(r"[a-z0-9][a-z0-9_-]{0,62}", "name (lowercase letters, digits, - and _)", "my-api")),
 ]
-Version = Annotated[
-    str, AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2"))
-]
+Version = Annotated[str, AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2"))]
 Email = Annotated[
     str,
     AfterValidator(
-        _pattern(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+", "e-mail",
-                 "ops@example.com")
+        _pattern(
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+",
+            "e-mail",
+            "ops@example.com",
+        )
     ),
 ]
 SafeText = Annotated[str, AfterValidator(_no_injection)]
