@@ -1,0 +1,68 @@
+"""The runtime protocol: what the operations need from docker compose or from local processes.
+
+Operations (swiftdeploy.ops) never know which runtime they drive. Tracks are "stable" and "canary"; services are
+the app of each track ("app", "app-canary" with the default name) and "nginx".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+Track = Literal["stable", "canary"]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ServiceHealth:
+    """One service as the runtime sees it."""
+
+    service: str
+    running: bool
+    healthy: bool
+    detail: str = ""  # last health answer, exit status or engine health text
+    pid: int | None = None
+    port: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+class Runtime(Protocol):
+    name: str
+
+    def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
+        """Start (or converge) the whole stack for the manifest's current mode and wait until healthy."""
+
+    def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
+        """(Re)start one track's app with the manifest's settings for it and wait until healthy."""
+
+    def stop_track(self, m: Manifest, track: Track) -> None:
+        """Stop and remove one track's app (no error when it is not running)."""
+
+    def reload_proxy(self, m: Manifest) -> None:
+        """Point nginx at the manifest's current topology (mode, weight) without dropping connections."""
+
+    def down(self, m: Manifest) -> list[str]:
+        """Stop everything this runtime started for the manifest. Returns a line per service stopped."""
+
+    def health(self, m: Manifest) -> dict[str, ServiceHealth]:
+        """Per-service state, without waiting."""
+
+    def wait_healthy(self, m: Manifest, services: list[str], timeout: float) -> None:
+        """Block until every named service is healthy; HealthTimeout naming the laggard otherwise."""
+
+    def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
+        """The last lines of a service's log."""
+
+
+def service_of(m: Manifest, track: Track) -> str:
+    return m.services.name if track == "stable" else m.canary_name

@@ -1,0 +1,265 @@
+"""Process supervision for the local runtime: detached start with a pid file, identity-checked stop, ports.
+
+Each process runs in its own session (start_new_session=True), so it outlives the CLI that started it and its
+process group id equals its pid: teardown signals the whole group (nginx master + workers) at once. The pid file
+records the process's create time and argv, so a pid that died and was reused by an unrelated program is
+recognised as stale and never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import OperationFailed
+from ..fsutil import atomic_write
+
+# Popen objects of the processes this Python process started, so stopping them also reaps them (no zombies,
+# no "subprocess is still running" warnings when tests drive the library in-process).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass
+class ProcRecord:
+    """What a pid file holds."""
+
+    name: str
+    pid: int
+    create_time: float
+    argv: list[str]
+    log: str
+    started: str
+    port: int | None = None
+    spec: str = ""  # fingerprint of argv + env: a redeploy restarts the process only when it changed
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ProcRecord | None:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        atomic_write(Path(path), json.dumps(asdict(self), indent=2) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
+    pid_path: Path,
+    port: int | None = None,
+    spec: str = "",
+) -> ProcRecord:
+    """Start `argv` detached, output appended to `log_path`, and write its pid file."""
+    import psutil
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"--- {_now()} swiftdeploy starts {name}: {' '.join(argv)}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=str(cwd),
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise OperationFailed(
+                f"cannot start {name}: {' '.join(argv)}: {exc.strerror or exc}",
+                hint="check the command (services.command in the manifest) and that the program is installed",
+            ) from None
+    _CHILDREN[proc.pid] = proc
+    try:
+        create_time = psutil.Process(proc.pid).create_time()
+    except psutil.Error:
+        create_time = 0.0  # already gone: is_running() says so, and the caller reports the log
+    record = ProcRecord(
+        name=name,
+        pid=proc.pid,
+        create_time=create_time,
+        argv=list(argv),
+        log=str(log_path),
+        started=_now(),
+        port=port,
+        spec=spec,
+    )
+    record.save(pid_path)
+    return record
+
+
+def _reap(pid: int) -> int | None:
+    """Collect the exit status of our own child (avoids zombies); None if not our child or still running."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        code = child.poll()
+        if code is not None:
+            _CHILDREN.pop(pid, None)
+        return code
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def exit_code(record: ProcRecord) -> int | None:
+    """Exit code of a process that died, when this process started it and could reap it."""
+    child = _CHILDREN.get(record.pid)
+    if child is not None:
+        return child.poll()
+    return None
+
+
+def is_running(record: ProcRecord | None) -> bool:
+    """True only for the very process the record describes (same pid AND create time), not a zombie."""
+    import psutil
+
+    if record is None or record.pid <= 0:
+        return False
+    _reap(record.pid)
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.create_time) > 0.05:
+            return False  # pid reused by another program
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pid_reused(record: ProcRecord) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(record.pid)
+        return abs(proc.create_time() - record.create_time) > 0.05 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in process group `pgid`."""
+    import psutil
+
+    alive = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return alive
+
+
+def stop(record: ProcRecord | None, *, grace: float = 5.0) -> str:
+    """SIGTERM the process group, SIGKILL what is left after `grace` seconds. Returns what happened:
+    "stopped", "killed", "not running" (died on its own / stale pid file)."""
+    if record is None:
+        return "not running"
+    pgid = record.pid
+    running = is_running(record)
+    if not running and _pid_reused(record):
+        return "not running"  # stale pid file: that pid now belongs to another program, never signal it
+    if not running and not _group_alive(pgid):
+        _reap(record.pid)
+        return "not running"
+    # Leader dead but its group lives on (e.g. nginx workers): still ours to clean, the group id is unique to it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not is_running(record) and not _group_alive(pgid):
+            return "stopped"
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not is_running(record) and not _group_alive(pgid):
+            break
+        time.sleep(0.05)
+    _CHILDREN.pop(record.pid, None)
+    return "killed"
+
+
+def tail(path: str | Path, n: int = 20) -> list[str]:
+    """Last `n` lines of a log file ([] when missing)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-n:]
+
+
+# --- ports ---------------------------------------------------------------------------------------------------
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Can a listener bind host:port now? SO_REUSEADDR like nginx/uvicorn, so TIME_WAIT leftovers don't count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_holder(port: int) -> str | None:
+    """'pid 123 (nginx: master process ...)' for the process listening on `port`, if psutil can see it."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return None
+            try:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline()) or psutil.Process(conn.pid).name()
+            except psutil.Error:
+                cmd = "?"
+            return f"pid {conn.pid} ({cmd[:120]})"
+    return None
+
+
+def describe_port_in_use(port: int, what: str) -> str:
+    holder = port_holder(port)
+    return f"port {port} ({what}) is already in use" + (f" by {holder}" if holder else "")
