@@ -15,6 +15,8 @@ from .app import app, debug_enabled
 # top level so `swiftdeploy --help` stays fast.
 COMMAND_MODULES = [
     "schema",
+    "audit",
+    "plugins",
 ]
 
 for _name in COMMAND_MODULES:
@@ -32,7 +34,9 @@ def run(argv: list[str] | None = None) -> int:
     from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click
 
     from ..errors import SwiftDeployError
+    from .plugins import load_once as load_plugins
 
+    load_plugins()  # after the built-in modules registered, so a name clash is seen
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="swiftdeploy", standalone_mode=False)
