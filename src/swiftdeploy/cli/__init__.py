@@ -15,6 +15,7 @@ from .app import app, debug_enabled
 # top level so `swiftdeploy --help` stays fast.
 COMMAND_MODULES = [
     "schema",
+    "init",
     "audit",
     "plugins",
 ]

@@ -1,0 +1,84 @@
+"""Generated files on disk: what would change (`plan`), write the changes (`write`), or report drift (`check`).
+
+The texts come from the pure builders in `swiftdeploy.render`; this module is the only place that compares them
+with the disk and writes them (atomically, one file at a time, only files whose text changed).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Change:
+    """One generated file: where it goes, its text on disk now (None when missing) and the text it should have."""
+
+    relpath: str
+    path: Path
+    old: str | None
+    new: str
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+    @property
+    def status(self) -> str:
+        """'created', 'updated' or 'unchanged'."""
+        if self.old is None:
+            return "created"
+        return "updated" if self.changed else "unchanged"
+
+    def diff(self) -> str:
+        """Unified diff from the file on disk to the text the manifest produces ("" when unchanged)."""
+        if not self.changed:
+            return ""
+        old = (self.old or "").splitlines(keepends=True)
+        new = self.new.splitlines(keepends=True)
+        before = "/dev/null" if self.old is None else f"a/{self.relpath}"
+        lines = difflib.unified_diff(old, new, fromfile=before, tofile=f"b/{self.relpath}")
+        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def plan(m: Manifest) -> list[Change]:
+    """Every generated file with its current and wanted text. Renders everything before touching the disk."""
+    from .render import render_all
+
+    files = render_all(m)
+    changes = []
+    for relpath, text in files.items():
+        path = m.out_dir / relpath
+        changes.append(Change(relpath=relpath, path=path, old=_read(path), new=text))
+    return changes
+
+
+def write(m: Manifest, changes: list[Change] | None = None) -> list[Path]:
+    """Write the files whose text changed (atomic: temp file + rename). Returns the paths written."""
+    written = []
+    for change in plan(m) if changes is None else changes:
+        if change.changed:
+            atomic_write(change.path, change.new)
+            written.append(change.path)
+    return written
+
+
+def check(m: Manifest) -> str:
+    """Unified diff of every generated file that is missing or differs from what the manifest produces."""
+    return "".join(change.diff() for change in plan(m))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return path.read_bytes().decode("utf-8", errors="replace")

@@ -1,0 +1,35 @@
+"""Pure string builders: manifest -> every generated file. No template engine, no I/O; deterministic output."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .common import header, header_text
+from .compose import render_compose
+from .nginx import NginxTarget, render_nginx
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+COMPOSE_FILE = "docker-compose.yml"
+NGINX_FILE = "nginx.conf"
+
+__all__ = [
+    "COMPOSE_FILE",
+    "NGINX_FILE",
+    "NginxTarget",
+    "header",
+    "header_text",
+    "render_all",
+    "render_compose",
+    "render_nginx",
+]
+
+
+def render_all(m: Manifest) -> dict[str, str]:
+    """Relative path (under m.out_dir) -> text, for every generated file, in a stable order."""
+    from ..policy.bundle import render_bundle  # reads the policy files; imported here to keep `render` light
+
+    files = {COMPOSE_FILE: render_compose(m), NGINX_FILE: render_nginx(m)}
+    files.update(sorted(render_bundle(m).items()))
+    return files
