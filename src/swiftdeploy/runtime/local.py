@@ -1,0 +1,451 @@
+"""The local runtime: the docker topology as processes on 127.0.0.1.
+
+- The app of each track: `services.command` or `python -m demo_api`, env MODE / APP_VERSION / APP_PORT /
+  APP_HOST=127.0.0.1. Stable starts on services.port; the canary on services.port+1 when free, else any free port.
+  The port in use is recorded in the track's pid file (the truth for nginx and status).
+- nginx in the foreground (`-g 'daemon off;'`) under our own Popen in its own session, with the LOCAL variant of
+  the generated config (same builder: `render_nginx(m, NginxTarget.local(...))`) at <state>/nginx/nginx.conf.
+  Config changes: write a candidate file, `nginx -t` it, rename it in place, SIGHUP the master (graceful reload).
+- Restarting a running stable app (promotion) is blue/green: the new process starts on another port, nginx is
+  switched to it, then the old one is stopped, so no public request is refused.
+
+State, all under m.state_dir: pids/<service>.json (pid, create time, argv, port), logs/<service>.log,
+nginx/nginx.conf, nginx/tmp, logs/nginx-{error,access}.log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
+from ..fsutil import atomic_write
+from . import procs
+from .base import Progress, ServiceHealth, Track, _noop, service_of
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+NGINX = "nginx"
+
+
+def find_nginx() -> str:
+    candidates = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+    found = shutil.which("nginx") or next((p for p in candidates if os.access(p, os.X_OK)), None)
+    if not found:
+        raise RuntimeUnavailable(
+            "nginx is not installed (the local runtime runs the real nginx)",
+            hint="install it (`sudo apt-get install -y nginx-light`) or use runtime: docker",
+        )
+    return found
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body) of a GET; raises OSError (URLError, timeouts, refused) when there is no HTTP answer."""
+    request = urllib.request.Request(url, headers={"User-Agent": "swiftdeploy"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we build
+            return resp.status, resp.read(4096).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(4096).decode("utf-8", "replace")
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, *, grace: float = 5.0, python: str | None = None) -> None:
+        self.grace = grace
+        self.python = python or sys.executable
+
+    # --- paths and specs ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def pid_path(m: Manifest, service: str) -> Path:
+        return m.state_dir / "pids" / f"{service}.json"
+
+    @staticmethod
+    def log_path(m: Manifest, service: str) -> Path:
+        return m.state_dir / "logs" / f"{service}.log"
+
+    @staticmethod
+    def nginx_conf(m: Manifest) -> Path:
+        return m.state_dir / "nginx" / "nginx.conf"
+
+    def app_argv(self, m: Manifest) -> list[str]:
+        return list(m.services.command) if m.services.command else [self.python, "-m", "demo_api"]
+
+    def app_env(self, m: Manifest, track: Track, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            MODE=track,
+            APP_VERSION=m.services.version if track == "stable" else m.canary_version,
+            APP_PORT=str(port),
+            APP_HOST="127.0.0.1",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spec(self, m: Manifest, track: Track) -> str:
+        env = self.app_env(m, track, 0)
+        keys = {k: env[k] for k in ("MODE", "APP_VERSION", "APP_HOST")}
+        return hashlib.sha256(json.dumps([self.app_argv(m), keys]).encode()).hexdigest()[:16]
+
+    def nginx_argv(self, m: Manifest, conf: Path, *, test: bool = False) -> list[str]:
+        globals_ = "daemon off;"
+        if os.geteuid() == 0:
+            # As root, workers would run as `nobody` and could not write temp files in the state folder.
+            globals_ += " user root;"
+        argv = [find_nginx(), "-p", str(m.state_dir / "nginx"), "-c", str(conf), "-e", str(self._error_log(m))]
+        return [*argv, "-g", globals_] + (["-t", "-q"] if test else [])
+
+    @staticmethod
+    def _error_log(m: Manifest) -> Path:
+        return m.state_dir / "logs" / "nginx-error.log"
+
+    def record(self, m: Manifest, service: str) -> procs.ProcRecord | None:
+        return procs.ProcRecord.load(self.pid_path(m, service))
+
+    def running(self, m: Manifest, service: str) -> procs.ProcRecord | None:
+        rec = self.record(m, service)
+        return rec if procs.is_running(rec) else None
+
+    # --- apps --------------------------------------------------------------------------------------------------
+
+    def _pick_port(self, m: Manifest, track: Track, avoid: set[int]) -> int:
+        preferred = m.services.port if track == "stable" else m.services.port + 1
+        reserved = {m.nginx.port, m.nginx.admin_port} | avoid
+        if track == "canary" and preferred > 65535:
+            preferred = m.services.port - 1
+        if preferred not in reserved and procs.port_free(preferred):
+            return preferred
+        if track == "stable" and not avoid:
+            # First start of stable: its port is a promise of the manifest, so a taken port is an error.
+            raise OperationFailed(
+                procs.describe_port_in_use(preferred, "services.port"),
+                hint="stop that program or change services.port in the manifest",
+            )
+        for _ in range(20):
+            port = procs.free_port()
+            if port not in reserved:
+                return port
+        raise OperationFailed("no free port on 127.0.0.1 for the app")
+
+    def _start_app(self, m: Manifest, track: Track, port: int, *, pid_file: Path) -> procs.ProcRecord:
+        service = service_of(m, track)
+        return procs.start(
+            service,
+            self.app_argv(m),
+            env=self.app_env(m, track, port),
+            cwd=m.base_dir,
+            log_path=self.log_path(m, service),
+            pid_path=pid_file,
+            port=port,
+            spec=self._spec(m, track),
+        )
+
+    def _wait_app(self, m: Manifest, rec: procs.ProcRecord, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while True:
+            if not procs.is_running(rec):
+                code = procs.exit_code(rec)
+                raise HealthTimeout(
+                    f"{rec.name} exited before becoming healthy"
+                    + (f" (exit code {code})" if code is not None else "")
+                    + self._log_excerpt(rec.log),
+                    hint=f"see {rec.log}; check services.command / the app's settings",
+                )
+            try:
+                status, body = http_get(f"http://127.0.0.1:{rec.port}/healthz", timeout=1.0)
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {body.strip()[:200]}"
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            if time.monotonic() >= deadline:
+                raise HealthTimeout(
+                    f"{rec.name} (pid {rec.pid}) did not answer GET http://127.0.0.1:{rec.port}/healthz with 200 "
+                    f"within {timeout:g}s; last answer: {last}" + self._log_excerpt(rec.log),
+                    hint=f"see {rec.log}; raise --timeout if the app is just slow to start",
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def _log_excerpt(log: str, n: int = 8) -> str:
+        lines = [x for x in procs.tail(log, n + 1) if not x.startswith("--- ")][-n:]
+        return ("\n  last log lines:\n" + "\n".join(f"    {x}" for x in lines)) if lines else ""
+
+    def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
+        """Start the track's app (replacing a running one blue/green) and wait until it answers /healthz."""
+        service = service_of(m, track)
+        pid_file = self.pid_path(m, service)
+        old = self.running(m, service)
+        port = self._pick_port(m, track, avoid={old.port} if old and old.port else set())
+        progress(f"starting {service} on 127.0.0.1:{port}")
+        new = self._start_app(m, track, port, pid_file=pid_file.with_name(f"{service}.next.json"))
+        try:
+            self._wait_app(m, new, timeout)
+        except BaseException:
+            procs.stop(new, grace=self.grace)
+            pid_file.with_name(f"{service}.next.json").unlink(missing_ok=True)
+            raise
+        if old is not None:
+            old.save(pid_file.with_name(f"{service}.retiring.json"))  # teardown finds it if we die half-way
+        new.save(pid_file)
+        pid_file.with_name(f"{service}.next.json").unlink(missing_ok=True)
+        if old is not None:
+            if self.running(m, NGINX):
+                progress(f"switching nginx to the new {service}")
+                self.reload_proxy(m)
+            procs.stop(old, grace=self.grace)
+            pid_file.with_name(f"{service}.retiring.json").unlink(missing_ok=True)
+
+    def stop_track(self, m: Manifest, track: Track) -> None:
+        service = service_of(m, track)
+        procs.stop(self.record(m, service), grace=self.grace)
+        self.pid_path(m, service).unlink(missing_ok=True)
+
+    # --- nginx -------------------------------------------------------------------------------------------------
+
+    def _ports(self, m: Manifest) -> tuple[int, int | None]:
+        stable = self.running(m, service_of(m, "stable"))
+        if stable is None or stable.port is None:
+            raise OperationFailed(
+                f"the stable app {m.services.name} is not running",
+                hint="run `swiftdeploy deploy` to start it (see `swiftdeploy status`)",
+            )
+        canary_port = None
+        if m.services.mode == "canary":
+            canary = self.running(m, m.canary_name)
+            if canary is None or canary.port is None:
+                raise OperationFailed(
+                    f"the manifest's mode is canary but the canary app {m.canary_name} is not running",
+                    hint="run `swiftdeploy promote canary` again, or `swiftdeploy rollback`",
+                )
+            canary_port = canary.port
+        return stable.port, canary_port
+
+    def render_conf(self, m: Manifest) -> tuple[str, list[Path]]:
+        from ..render import NginxTarget, render_nginx
+
+        stable_port, canary_port = self._ports(m)
+        target = NginxTarget.local(m, m.state_dir, stable_port, canary_port)
+        return render_nginx(m, target), target.required_dirs()
+
+    def _write_checked_conf(self, m: Manifest) -> Path:
+        """Render, `nginx -t` a candidate file, and only then replace the live config."""
+        text, dirs = self.render_conf(m)
+        for folder in dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+        conf = self.nginx_conf(m)
+        candidate = conf.with_name("nginx.conf.candidate")
+        atomic_write(candidate, text)
+        try:
+            done = subprocess.run(
+                self.nginx_argv(m, candidate, test=True), capture_output=True, text=True, timeout=30, check=False
+            )
+            if done.returncode != 0:
+                raise OperationFailed(
+                    f"nginx rejected the generated local config ({candidate}):\n  "
+                    + "\n  ".join((done.stderr or done.stdout).strip().splitlines()[-10:]),
+                    hint="this is a swiftdeploy bug if the manifest validates; please report it with the file",
+                )
+            os.replace(candidate, conf)
+        finally:
+            candidate.unlink(missing_ok=True)
+        return conf
+
+    def _start_nginx(self, m: Manifest, timeout: float) -> procs.ProcRecord:
+        for port, field in ((m.nginx.port, "nginx.port"), (m.nginx.admin_port, "nginx.admin_port")):
+            if not procs.port_free(port):
+                raise OperationFailed(
+                    procs.describe_port_in_use(port, field),
+                    hint=f"stop that program or change {field} in the manifest",
+                )
+        conf = self._write_checked_conf(m)
+        rec = procs.start(
+            NGINX,
+            self.nginx_argv(m, conf),
+            env=dict(os.environ),
+            cwd=m.state_dir,
+            log_path=self.log_path(m, NGINX),
+            pid_path=self.pid_path(m, NGINX),
+            port=m.nginx.port,
+        )
+        self._wait_nginx(m, rec, timeout)
+        return rec
+
+    def _wait_nginx(self, m: Manifest, rec: procs.ProcRecord, timeout: float) -> None:
+        deadline = time.monotonic() + min(timeout, 15.0)
+        last = "no answer yet"
+        while True:
+            if not procs.is_running(rec):
+                raise OperationFailed(
+                    "nginx exited right after starting"
+                    + self._log_excerpt(rec.log)
+                    + self._log_excerpt(str(self._error_log(m)), 5),
+                    hint=f"see {self._error_log(m)}",
+                )
+            try:
+                status, _ = http_get(f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz", timeout=1.0)
+                if status == 200:
+                    return
+                last = f"HTTP {status}"
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            if time.monotonic() >= deadline:
+                raise HealthTimeout(
+                    f"nginx did not answer /stable/healthz on 127.0.0.1:{m.nginx.admin_port}; last answer: {last}"
+                    + self._log_excerpt(str(self._error_log(m)), 5),
+                    hint=f"see {self._error_log(m)}",
+                )
+            time.sleep(0.05)
+
+    def reload_proxy(self, m: Manifest) -> None:
+        import psutil
+
+        rec = self.running(m, NGINX)
+        if rec is None:
+            raise OperationFailed("nginx is not running", hint="run `swiftdeploy deploy` to start the stack")
+        try:
+            before = {c.pid for c in psutil.Process(rec.pid).children()}
+        except psutil.Error:
+            before = set()
+        self._write_checked_conf(m)
+        os.kill(rec.pid, signal.SIGHUP)
+        # Reload is done when new workers run and the old ones have left (they stop accepting at once, and
+        # finish in-flight requests; a slow one may linger: new connections already get the new config).
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                now = {c.pid for c in psutil.Process(rec.pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+            except psutil.Error:
+                break
+            if now - before and not (now & before):
+                break
+            time.sleep(0.05)
+        if not procs.is_running(rec):
+            raise OperationFailed("nginx stopped while reloading" + self._log_excerpt(str(self._error_log(m)), 5))
+
+    # --- whole stack -------------------------------------------------------------------------------------------
+
+    def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
+        find_nginx()
+        m.state_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        tracks: list[Track] = ["stable", "canary"] if m.services.mode == "canary" else ["stable"]
+        nginx_running = self.running(m, NGINX) is not None
+        if not nginx_running:
+            # Check the listeners first so a taken port fails before any app starts.
+            for port, field in ((m.nginx.port, "nginx.port"), (m.nginx.admin_port, "nginx.admin_port")):
+                if not procs.port_free(port):
+                    raise OperationFailed(
+                        procs.describe_port_in_use(port, field),
+                        hint=f"stop that program or change {field} in the manifest",
+                    )
+        started: list[procs.ProcRecord] = []
+        try:
+            for track in tracks:
+                service = service_of(m, track)
+                current = self.running(m, service)
+                if current is not None and current.spec == self._spec(m, track):
+                    progress(f"{service} already running (pid {current.pid})")
+                    continue
+                self.start_track(m, track, timeout=max(1.0, deadline - time.monotonic()), progress=progress)
+                rec = self.running(m, service)
+                if rec is not None:
+                    started.append(rec)
+            if m.services.mode != "canary" and self.record(m, m.canary_name) is not None:
+                progress(f"stopping {m.canary_name} (mode is stable)")
+                if nginx_running:
+                    self.reload_proxy(m)
+                self.stop_track(m, "canary")
+            if nginx_running:
+                progress("reloading nginx")
+                self.reload_proxy(m)
+            else:
+                progress(f"starting nginx on 127.0.0.1:{m.nginx.port} (admin 127.0.0.1:{m.nginx.admin_port})")
+                started.append(self._start_nginx(m, max(1.0, deadline - time.monotonic())))
+        except BaseException:
+            if nginx_running:
+                raise  # a converge of a running stack: keep what runs (the old processes are already replaced)
+            for rec in reversed(started):  # a fresh start: leave nothing running that this call started
+                procs.stop(rec, grace=self.grace)
+                self.pid_path(m, rec.name).unlink(missing_ok=True)
+            raise
+
+    def down(self, m: Manifest) -> list[str]:
+        folder = m.state_dir / "pids"
+        records = [(p, procs.ProcRecord.load(p)) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+        # nginx first, so no request reaches an app that is going away.
+        records.sort(key=lambda item: item[1] is None or item[1].name != NGINX)
+        lines = []
+        for path, rec in records:
+            outcome = procs.stop(rec, grace=self.grace) if rec else "unreadable pid file"
+            if rec is not None:
+                lines.append(f"{rec.name} (pid {rec.pid}): {outcome}")
+            path.unlink(missing_ok=True)
+        return lines
+
+    def health(self, m: Manifest) -> dict[str, ServiceHealth]:
+        result: dict[str, ServiceHealth] = {}
+        services = [service_of(m, "stable"), m.canary_name, NGINX]
+        for service in services:
+            rec = self.record(m, service)
+            if rec is None:
+                continue
+            if not procs.is_running(rec):
+                code = procs.exit_code(rec)
+                detail = f"not running (pid {rec.pid} exited" + (f" with code {code})" if code is not None else ")")
+                result[service] = ServiceHealth(service, False, False, detail, rec.pid, rec.port)
+                continue
+            url = (
+                f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz"
+                if service == NGINX
+                else f"http://127.0.0.1:{rec.port}/healthz"
+            )
+            try:
+                status, body = http_get(url, timeout=1.0)
+                healthy, detail = status == 200, f"HTTP {status}: {body.strip()[:200]}"
+            except OSError as exc:
+                healthy, detail = False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            result[service] = ServiceHealth(service, True, healthy, detail, rec.pid, rec.port)
+        return result
+
+    def wait_healthy(self, m: Manifest, services: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.health(m)
+            waiting = [s for s in services if not (states.get(s) and states[s].healthy)]
+            if not waiting:
+                return
+            dead = [s for s in waiting if s not in states or not states[s].running]
+            if dead or time.monotonic() >= deadline:
+                service = (dead or waiting)[0]
+                state = states.get(service)
+                detail = state.detail if state else "never started (no pid file)"
+                raise HealthTimeout(
+                    f"{service} is not healthy: {detail}" + self._log_excerpt(str(self.log_path(m, service))),
+                    hint=f"see {self.log_path(m, service)}",
+                )
+            time.sleep(0.1)
+
+    def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
+        return procs.tail(self.log_path(m, service), n)
+
+    def cleanup_state(self, m: Manifest) -> None:
+        """Remove the state folder's runtime files (teardown --clean); the lock file stays with its holder."""
+        for name in ("pids", "logs", "nginx"):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(m.state_dir / name)
