@@ -1,0 +1,91 @@
+"""Scrape one track's Prometheus /metrics (through the admin listener) into plain numbers.
+
+Parsing uses prometheus_client's text parser; httpx and prometheus_client load only when scraping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import OperationFailed
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+REQUESTS = "http_requests_total"
+DURATION = "http_request_duration_seconds"
+GAUGES = ("app_uptime_seconds", "app_mode", "chaos_active")
+
+# (method, path, status_code) and (method, path, le)
+CounterKey = tuple[str, str, str]
+BucketKey = tuple[str, str, float]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    url: str
+    at: float  # time.monotonic() when the answer arrived
+    requests: dict[CounterKey, float] = field(default_factory=dict)
+    buckets: dict[BucketKey, float] = field(default_factory=dict)  # cumulative counts, le=inf included
+    gauges: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uptime(self) -> float | None:
+        return self.gauges.get("app_uptime_seconds")
+
+
+def admin_url(m: Manifest, track: str, what: str) -> str:
+    """URL of a track's endpoint on the admin listener, e.g. admin_url(m, "canary", "metrics")."""
+    if track not in ("stable", "canary"):
+        raise ValueError(f"track must be stable or canary, not {track!r}")
+    return f"http://127.0.0.1:{m.nginx.admin_port}/{track}/{what}"
+
+
+def scrape(url: str, timeout: float = 2.0, *, transport=None) -> Scrape:
+    """GET `url` and parse it. Raises OperationFailed naming the URL when it cannot be read or parsed."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=timeout, transport=transport) as client:
+            response = client.get(url)
+    except httpx.TimeoutException as exc:
+        raise OperationFailed(f"scraping {url} timed out after {timeout:g} s", hint="is the track overloaded?") from exc
+    except httpx.HTTPError as exc:
+        raise OperationFailed(
+            f"cannot scrape {url}: {type(exc).__name__}: {exc}",
+            hint="is the stack deployed (`swiftdeploy status`)? the admin listener serves /<track>/metrics",
+        ) from exc
+    if response.status_code != 200:
+        raise OperationFailed(
+            f"scraping {url} answered HTTP {response.status_code}: {' '.join(response.text.split())[:200]}",
+            hint="a 503 from the admin listener means that track is not running",
+        )
+    return parse(url, response.text, at=time.monotonic())
+
+
+def parse(url: str, text: str, *, at: float = 0.0) -> Scrape:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests: dict[CounterKey, float] = {}
+    buckets: dict[BucketKey, float] = {}
+    gauges: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == REQUESTS:
+                    key = (labels.get("method", ""), labels.get("path", ""), labels.get("status_code", ""))
+                    requests[key] = requests.get(key, 0.0) + sample.value
+                elif sample.name == f"{DURATION}_bucket":
+                    le = float(labels.get("le", "nan"))
+                    if not math.isnan(le):
+                        bkey = (labels.get("method", ""), labels.get("path", ""), le)
+                        buckets[bkey] = buckets.get(bkey, 0.0) + sample.value
+                elif sample.name in GAUGES:
+                    gauges[sample.name] = sample.value
+    except ValueError as exc:
+        raise OperationFailed(f"{url} is not Prometheus text format: {exc}") from exc
+    return Scrape(url=url, at=at, requests=requests, buckets=buckets, gauges=gauges)

@@ -1,0 +1,115 @@
+"""Window math over two scrapes: counter deltas, error rate and latency quantiles (DESIGN.md §8).
+
+Semantics follow PromQL: a counter that went down was reset (the process restarted), so its delta is its new
+value, as `rate()` does; quantiles are `histogram_quantile()` over the bucket deltas - linear interpolation
+inside the bucket, 0 as the lower bound of the first bucket, and the highest finite bound when the quantile
+falls in +Inf.
+
+Only application traffic counts: scrapes and probes (/metrics, /healthz) and chaos control (/chaos) are left
+out, so observing a track never dilutes its error rate or latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .scrape import Scrape
+
+EXCLUDED_PATHS = frozenset({"/metrics", "/healthz", "/chaos"})
+K = TypeVar("K", bound=tuple)
+
+
+@dataclass(frozen=True)
+class TrackWindow:
+    requests: int
+    errors: int
+    error_rate_percent: float
+    p50_ms: float | None  # None when the window saw no requests
+    p99_ms: float | None
+    seconds: float
+    restarted: bool = False  # a counter reset was seen (the track restarted inside the window)
+
+    def to_input(self) -> dict[str, Any]:
+        """The TRACK object of the canary policy input (DESIGN.md §7)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate_percent": self.error_rate_percent,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        }
+
+
+def window(before: Scrape, after: Scrape) -> TrackWindow:
+    restarted = _restarted(before, after)
+    counts = _deltas(before.requests, after.requests, restarted)
+    buckets = _deltas(before.buckets, after.buckets, restarted)
+    requests = errors = 0.0
+    for (_method, path, status), value in counts.items():
+        if path in EXCLUDED_PATHS:
+            continue
+        requests += value
+        if status.startswith("5"):
+            errors += value
+    by_le: dict[float, float] = {}
+    for (_method, path, le), value in buckets.items():
+        if path not in EXCLUDED_PATHS:
+            by_le[le] = by_le.get(le, 0.0) + value
+    requests_n, errors_n = round(requests), round(errors)
+    rate = round(100.0 * errors_n / requests_n, 3) if requests_n else 0.0
+    return TrackWindow(
+        requests=requests_n,
+        errors=errors_n,
+        error_rate_percent=rate,
+        p50_ms=_ms(histogram_quantile(0.5, by_le)),
+        p99_ms=_ms(histogram_quantile(0.99, by_le)),
+        seconds=round(max(after.at - before.at, 0.0), 3),
+        restarted=restarted or any(after.requests.get(k, 0.0) < v for k, v in before.requests.items()),
+    )
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """PromQL's histogram_quantile over cumulative bucket counts {le: count}; None when there are no samples."""
+    if not buckets or math.inf not in buckets:
+        return None
+    bounds = sorted(buckets)
+    counts = [buckets[b] for b in bounds]
+    for i in range(1, len(counts)):  # PromQL repairs non-monotonic buckets (scrape races) the same way
+        counts[i] = max(counts[i], counts[i - 1])
+    total = counts[-1]
+    if total <= 0:
+        return None
+    if not 0 < q <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {q}")
+    rank = q * total
+    b = next((i for i in range(len(bounds) - 1) if counts[i] >= rank), len(bounds) - 1)
+    if b == len(bounds) - 1:  # in +Inf: the highest finite bound is all we know
+        return bounds[-2] if len(bounds) > 1 else None
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, end, count = 0.0, bounds[b], counts[b]
+    if b > 0:
+        start = bounds[b - 1]
+        count -= counts[b - 1]
+        rank -= counts[b - 1]
+    return start + (end - start) * (rank / count)
+
+
+def _restarted(before: Scrape, after: Scrape) -> bool:
+    return before.uptime is not None and after.uptime is not None and after.uptime < before.uptime
+
+
+def _deltas(before: Mapping[K, float], after: Mapping[K, float], restarted: bool) -> dict[K, float]:
+    """Per-series increase; a series that went down (or a restarted process) counts from zero."""
+    out: dict[K, float] = {}
+    for key, value in after.items():
+        old = before.get(key, 0.0)
+        out[key] = value if restarted or value < old else value - old
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
