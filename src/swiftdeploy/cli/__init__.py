@@ -16,8 +16,10 @@ from .app import app, debug_enabled
 COMMAND_MODULES = [
     "schema",
     "init",
+    "validate",
     "audit",
     "plugins",
+    "policy",
 ]
 
 for _name in COMMAND_MODULES:

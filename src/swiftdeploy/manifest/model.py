@@ -15,6 +15,8 @@ from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
 
 # Pinned so a generated stack never drifts to a new OPA release by itself.
 DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.4.2"
+# Compose services swiftdeploy generates beside the app (render/compose.py).
+RESERVED_SERVICE_NAMES = ("nginx", "opa")
 
 
 class Strict(BaseModel):
@@ -108,6 +110,10 @@ class Manifest(Strict):
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Manifest:
+        if self.services.name in RESERVED_SERVICE_NAMES:
+            raise ValueError(
+                f"services.name {self.services.name!r} is the name of a generated compose service; choose another"
+            )
         taken: dict[int, str] = {}
         claims = [(self.nginx.port, "nginx.port"), (self.nginx.admin_port, "nginx.admin_port")]
         if self.policy.engine != "embedded":

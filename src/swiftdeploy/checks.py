@@ -1,0 +1,349 @@
+"""Pre-flight checks behind `swiftdeploy validate` (DESIGN.md §3). Each check answers one row: what was checked,
+whether it passed, what was found, and how to fix it. A check that cannot run (no Docker engine, no nginx) is a
+failed row saying so, never a crash; a row never claims more than was actually checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ManifestError, SwiftDeployError
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+NGINX_INSTALL_HINT = "install nginx: `sudo apt-get install -y nginx-light` (Debian/Ubuntu)"
+NGINX_TEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    rows: list[CheckResult] = field(default_factory=list)
+    manifest_error: ManifestError | None = None  # set when the manifest itself is invalid (exit 2)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok for row in self.rows)
+
+
+def run_checks(manifest_path: Path) -> Report:
+    """Every check for the manifest at `manifest_path`. Stops after the first row when the manifest is invalid."""
+    from .manifest import load_manifest
+
+    report = Report()
+    try:
+        m = load_manifest(manifest_path)
+    except ManifestError as exc:
+        report.manifest_error = exc
+        detail = "; ".join(exc.problems) if exc.problems else str(exc)
+        report.rows.append(CheckResult("manifest valid", False, detail, exc.hint or "fix the manifest and re-run"))
+        return report
+    report.rows.append(CheckResult("manifest valid", True, f"{m.source_path} (sha256 {str(m.sha256)[:12]}…)"))
+    report.rows.append(required_fields(m))
+    report.rows += _guard("docker images", lambda: image_checks(m)) if m.runtime == "docker" else []
+    report.rows += _guard("app command", lambda: [app_command(m)]) if m.runtime == "local" else []
+    report.rows += port_checks(m)
+    report.rows += _guard("nginx -t", lambda: nginx_checks(m))
+    report.rows += _guard("generated files fresh", lambda: [files_fresh(m)])
+    report.rows += _guard("policies compile", lambda: [policies_compile(m)])
+    return report
+
+
+def _guard(name: str, check: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+    """A check that raises a swiftdeploy error (or an OS error) becomes a failed row with the error's hint."""
+    try:
+        return check()
+    except SwiftDeployError as exc:
+        return [CheckResult(name, False, exc.message, exc.hint or "")]
+    except OSError as exc:
+        return [CheckResult(name, False, f"{type(exc).__name__}: {exc}", "")]
+
+
+# --- manifest --------------------------------------------------------------------------------------------------
+
+
+def required_fields(m: Manifest) -> CheckResult:
+    defaults = sorted(_unset_fields(m, ""))
+    shown = ", ".join(defaults[:6]) + (f" and {len(defaults) - 6} more" if len(defaults) > 6 else "")
+    detail = "services.image is set" + (f"; defaults used for {shown}" if defaults else "; every field set")
+    return CheckResult("required fields", True, detail)
+
+
+def _unset_fields(model: object, prefix: str) -> list[str]:
+    from pydantic import BaseModel
+
+    found: list[str] = []
+    if not isinstance(model, BaseModel):
+        return found
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if name not in model.model_fields_set:
+            found.append(path)
+        elif isinstance(value, BaseModel):
+            found += _unset_fields(value, path + ".")
+    return found
+
+
+# --- images / app command ---------------------------------------------------------------------------------------
+
+
+def images_of(m: Manifest) -> list[tuple[str, str]]:
+    """(service, image) for every image the compose stack runs."""
+    from .render.compose import NGINX_SERVICE, OPA_SERVICE, includes_opa
+
+    images = [(m.services.name, m.services.image)]
+    if m.services.mode == "canary":
+        images.append((m.canary_name, m.canary_image))
+    images.append((NGINX_SERVICE, m.nginx.image))
+    if includes_opa(m):
+        images.append((OPA_SERVICE, m.opa.image))
+    return images
+
+
+def image_checks(m: Manifest) -> list[CheckResult]:
+    from .runtime.docker import connect, images_missing
+
+    try:
+        client = connect()
+    except SwiftDeployError as exc:
+        return [CheckResult("docker engine", False, exc.message, exc.hint or "")]
+    rows = []
+    try:
+        for service, image in images_of(m):
+            name = f"image {image} ({service})"
+            if images_missing(client, [image]):
+                fix = f"docker pull {image}"
+                if service in (m.services.name, m.canary_name):
+                    fix = f"build or pull it: `docker build -t {image} <context>` or `docker pull {image}`"
+                rows.append(CheckResult(name, False, "not present in the local Docker engine", fix))
+            else:
+                rows.append(CheckResult(name, True, "present locally"))
+    finally:
+        with contextlib.suppress(Exception):  # closing a client must never turn a report into a crash
+            client.close()
+    return rows
+
+
+def app_argv(m: Manifest) -> list[str]:
+    """The local runtime's app command (the manifest's, else the bundled demo API under this interpreter)."""
+    return list(m.services.command) if m.services.command else [sys.executable, "-m", "demo_api"]
+
+
+def app_command(m: Manifest) -> CheckResult:
+    argv = app_argv(m)
+    exe = shutil.which(argv[0]) if os.sep not in argv[0] else (argv[0] if os.access(argv[0], os.X_OK) else None)
+    if not exe:
+        return CheckResult(
+            "app command", False, f"{argv[0]!r} is not an executable on PATH", "install it or fix services.command"
+        )
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+    if module is None:
+        return CheckResult("app command", True, f"{exe} is executable (not started)")
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 3)"
+    try:
+        done = subprocess.run([exe, "-c", probe, module], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CheckResult("app command", False, f"cannot run {exe}: {exc}", "fix services.command")
+    if done.returncode != 0:
+        why = "not importable" if done.returncode == 3 else (done.stderr.strip().splitlines() or ["failed"])[-1]
+        return CheckResult("app command", False, f"module {module!r} under {exe}: {why}", f"install {module} for {exe}")
+    return CheckResult("app command", True, f"{exe} -m {module}: module importable (not started)")
+
+
+# --- ports ------------------------------------------------------------------------------------------------------
+
+
+def port_claims(m: Manifest) -> list[tuple[str, str, int]]:
+    """(what, bind address, port) for every port a deploy of `m` listens on."""
+    from .render.compose import includes_opa
+
+    public_host = "0.0.0.0" if m.runtime == "docker" else "127.0.0.1"  # compose publishes on every interface
+    claims = [("public", public_host, m.nginx.port), ("admin", "127.0.0.1", m.nginx.admin_port)]
+    if m.runtime == "docker" and includes_opa(m):
+        claims.append(("opa", "127.0.0.1", m.opa.port))
+    if m.runtime == "local":
+        claims.append(("stable track", "127.0.0.1", m.services.port))
+    return claims
+
+
+def port_checks(m: Manifest) -> list[CheckResult]:
+    rows = []
+    for what, host, port in port_claims(m):
+        name = f"port {port} free ({what})"
+        problem = bind_problem(host, port)
+        if problem is None:
+            rows.append(CheckResult(name, True, f"bound and released {host}:{port}"))
+        else:
+            fix = "stop what listens there (if it is this deployment: `swiftdeploy teardown`) or choose another port"
+            rows.append(CheckResult(name, False, f"{host}:{port}: {problem}", fix))
+    return rows
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """None when `host:port` can be bound now (SO_REUSEADDR, like nginx), else why not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "in use"
+            if exc.errno == errno.EACCES:
+                return "permission denied (a port below 1024 needs root)"
+            return exc.strerror or str(exc)
+    return None
+
+
+# --- nginx -t ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NginxTest:
+    ok: bool
+    method: str  # how the upstream names were made resolvable, for the row's detail
+    output: str
+
+
+def find_nginx() -> str | None:
+    candidates = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+    return shutil.which("nginx") or next((p for p in candidates if os.access(p, os.X_OK)), None)
+
+
+def can_map_hosts() -> bool:
+    """A private mount namespace with a bind-mounted /etc/hosts needs root and `unshare`."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def nginx_test(
+    text: str, names: Sequence[str], *, nginx: str, private_tmp: bool, label: str = "nginx.conf"
+) -> NginxTest:
+    """`nginx -t` on `text` exactly, with `names` resolving to 127.0.0.1 only inside a private mount namespace.
+
+    private_tmp: also mount an empty tmpfs over /tmp in that namespace, so the pid/temp paths of the docker
+    target (all in /tmp) do not create directories on the host. Falls back to a copy with the names rewritten
+    to 127.0.0.1 when the namespace cannot be made; `method` says which one ran.
+    """
+    with tempfile.TemporaryDirectory(prefix="swiftdeploy-nginx-t-") as tmp:
+        conf = Path(tmp) / label
+        conf.write_text(text, encoding="utf-8")
+        why = "not root" if os.geteuid() != 0 else "no unshare binary"
+        if can_map_hosts():
+            result = _test_in_namespace(conf, names, nginx, private_tmp)
+            if result.output.startswith("nginx") or "nginx:" in result.output:
+                return result
+            why = f"no private mount namespace: {result.output or 'unshare failed'}"
+        conf.write_text(_rewrite_upstreams(text, names), encoding="utf-8")
+        method = f"checked a copy with upstream hosts {', '.join(names)} rewritten to 127.0.0.1 ({why})"
+        return _run([nginx, "-t", "-c", str(conf)], method, {str(conf): label})
+
+
+def _test_in_namespace(conf: Path, names: Sequence[str], nginx: str, private_tmp: bool) -> NginxTest:
+    hosts = conf.parent / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names))
+    if private_tmp:
+        # The conf is opened (fd 3) before /tmp is covered, then read through /proc/self/fd/3.
+        script = 'mount --bind "$1" /etc/hosts && exec 3< "$2" && mount -t tmpfs swiftdeploy-check /tmp'
+        script += ' && exec "$3" -t -c /proc/self/fd/3'
+    else:
+        script = 'mount --bind "$1" /etc/hosts && exec "$3" -t -c "$2"'
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(hosts), str(conf), nginx]
+    method = f"{', '.join(names) or 'no upstream names'} mapped to 127.0.0.1 by a private /etc/hosts (unshare -m)"
+    return _run(argv, method, {"/proc/self/fd/3": conf.name, str(conf): conf.name})
+
+
+def _run(argv: list[str], method: str, rename: dict[str, str]) -> NginxTest:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=NGINX_TEST_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return NginxTest(False, method, f"nginx -t did not finish in {NGINX_TEST_TIMEOUT:.0f}s")
+    output = (done.stdout + done.stderr).strip()
+    for old, new in rename.items():
+        output = output.replace(old, new)
+    return NginxTest(done.returncode == 0, method, output)
+
+
+def _rewrite_upstreams(text: str, names: Sequence[str]) -> str:
+    for name in names:
+        text = re.sub(rf"(\bserver ){re.escape(name)}(:\d+)", r"\g<1>127.0.0.1\2", text)
+    return text
+
+
+def upstream_names(m: Manifest) -> list[str]:
+    return [m.services.name] + ([m.canary_name] if m.services.mode == "canary" else [])
+
+
+def nginx_checks(m: Manifest) -> list[CheckResult]:
+    from .render import NginxTarget, render_nginx
+
+    nginx = find_nginx()
+    if nginx is None:
+        return [CheckResult("nginx -t", False, "nginx is not installed", NGINX_INSTALL_HINT)]
+    result = nginx_test(render_nginx(m), upstream_names(m), nginx=nginx, private_tmp=True)
+    rows = [_nginx_row("nginx -t (nginx.conf)", result)]
+    if m.runtime == "local":
+        # The local runtime renders its own variant into the state folder; check that shape too (its real track
+        # ports are picked at deploy time, so this check uses services.port and services.port + 1).
+        with tempfile.TemporaryDirectory(prefix="swiftdeploy-state-") as state:
+            canary_port = None
+            if m.services.mode == "canary":
+                canary_port = m.services.port + 1 if m.services.port < 65535 else m.services.port - 1
+            target = NginxTarget.local(m, Path(state), m.services.port, canary_port)
+            for folder in target.required_dirs():
+                folder.mkdir(parents=True, exist_ok=True)
+            local = nginx_test(render_nginx(m, target), [], nginx=nginx, private_tmp=False)
+        rows.append(_nginx_row("nginx -t (local runtime variant)", local))
+    return rows
+
+
+def _nginx_row(name: str, result: NginxTest) -> CheckResult:
+    last = result.output.splitlines()[-1] if result.output else ""
+    if result.ok:
+        return CheckResult(name, True, f"{last or 'syntax ok'}; {result.method}")
+    fix = "fix the manifest value nginx names in the error; if the manifest is fine, report a swiftdeploy bug"
+    return CheckResult(name, False, f"{result.output or 'nginx -t failed'}; {result.method}", fix)
+
+
+# --- generated files, policies ----------------------------------------------------------------------------------
+
+
+def files_fresh(m: Manifest) -> CheckResult:
+    from .generate import plan
+
+    stale = [c for c in plan(m) if c.changed]
+    if not stale:
+        return CheckResult("generated files fresh", True, f"match the manifest in {m.out_dir}")
+    detail = ", ".join(f"{c.relpath} ({'missing' if c.old is None else 'differs'})" for c in stale)
+    fix = "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)"
+    return CheckResult("generated files fresh", False, detail, fix)
+
+
+def policies_compile(m: Manifest) -> CheckResult:
+    from .policy import check_policies
+
+    check_policies(m)  # raises PolicyError with file:line (turned into a failed row by _guard)
+    origin = m.policy.dir or "bundled defaults"
+    return CheckResult("policies compile", True, f"every module compiles and each domain evaluates ({origin})")
