@@ -26,6 +26,7 @@ __all__ = [
     "InvalidDecision",
     "PolicyEngine",
     "Violation",
+    "check_domain",
     "check_policies",
     "evaluate",
     "parse_decision",
