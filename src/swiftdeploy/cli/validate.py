@@ -12,7 +12,7 @@ def validate(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {check, ok, detail, fix}."),
 ) -> None:
-    """Pre-flight checks: manifest, images or app command, ports, nginx -t, fresh files, policies. Exit 1 on a failure."""
+    """Pre-flight checks: manifest, images or app command, ports, nginx -t, files, policies. Exit 1 on a failure."""
     from ..checks import run_checks
     from ..errors import ManifestError, OperationFailed
     from .common import console, manifest_path, print_json
