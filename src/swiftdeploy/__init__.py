@@ -6,7 +6,7 @@ Everything the CLI does is a function here; the CLI only parses arguments and re
 
     m = swiftdeploy.load_manifest("manifest.yaml")          # validated model (ManifestError, exit 2)
     files = swiftdeploy.render_all(m)                        # {"docker-compose.yml": text, "nginx.conf": text, ...}
-    facts = swiftdeploy.host_facts(m.out_dir)                # what the infrastructure policy sees
+    facts = swiftdeploy.host_facts(m.base_dir)               # what the infrastructure policy sees
     decision = swiftdeploy.evaluate(m, "infrastructure", facts)
     if not decision.allow:
         print(decision.verdict, [v.message for v in decision.violations])

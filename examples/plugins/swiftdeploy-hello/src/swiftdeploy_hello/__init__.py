@@ -20,7 +20,7 @@ app = typer.Typer(help="Example plugin: show what swiftdeploy's policy sees on t
 def facts(
     ctx: typer.Context,
     path: Path | None = typer.Option(
-        None, "--path", help="Folder whose disk is measured (default: where the manifest's deploy writes)."
+        None, "--path", help="Folder whose disk is measured (default: the manifest's folder, as the deploy gate)."
     ),
     json_: bool = typer.Option(False, "--json", help="Print only the facts as JSON (a ready policy input)."),
 ) -> None:
@@ -31,7 +31,7 @@ def facts(
     if path is None:
         manifest = manifest_path(ctx)
         # Without a manifest there is nothing deployed yet: measure the current folder.
-        path = swiftdeploy.load_manifest(manifest).out_dir if manifest.exists() else Path.cwd()
+        path = swiftdeploy.load_manifest(manifest).base_dir if manifest.exists() else Path.cwd()
     found = swiftdeploy.host_facts(path)
     if json_:
         typer.echo(json.dumps(found, indent=2, sort_keys=True))
