@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "init",
     "validate",
     "audit",
+    "status",
     "plugins",
     "policy",
 ]
