@@ -1,0 +1,228 @@
+"""What every operation shares: the result object, the locked operation context, and a file transaction that
+puts the manifest and the generated files back when a later step fails."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OperationFailed
+
+if TYPE_CHECKING:
+    from ..generate import Change
+    from ..manifest import Manifest
+    from ..runtime import Runtime
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class OpResult:
+    """What an operation did, for the CLI to render (or print as JSON)."""
+
+    operation: str
+    ok: bool = True
+    message: str = ""
+    runtime: str = ""
+    mode_from: str | None = None
+    mode_to: str | None = None
+    image: str | None = None
+    version: str | None = None
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    generated: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "ok": self.ok,
+            "message": self.message,
+            "runtime": self.runtime,
+            "mode_from": self.mode_from,
+            "mode_to": self.mode_to,
+            "image": self.image,
+            "version": self.version,
+            "services": self.services,
+            "decisions": self.decisions,
+            "generated": self.generated,
+            "details": self.details,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Operation:
+    """One locked operation on one manifest: `with Operation(path, "deploy", progress) as op: op.m, op.runtime`."""
+
+    def __init__(self, manifest_path: Path | str, name: str, progress: Progress | None = None) -> None:
+        self.path = Path(manifest_path)
+        self.name = name
+        self._progress = progress
+        self.result = OpResult(operation=name)
+        self._started = time.monotonic()
+        self._lock: Any = None
+        self.m: Manifest
+        self.runtime: Runtime
+
+    def __enter__(self) -> Operation:
+        from ..lock import DeployLock
+        from ..manifest import load_manifest
+        from ..runtime import get_runtime
+
+        # The lock lives next to the manifest (same place as m.state_dir), so it is taken before loading:
+        # what we load is what nobody else is changing.
+        state_dir = self.path.resolve().parent / ".swiftdeploy"
+        if not self.path.is_file():
+            load_manifest(self.path)  # raises the usual "manifest not found" error (exit 2)
+        self._lock = DeployLock(state_dir, self.name).acquire()
+        try:
+            if self._lock.warning:
+                self.warn(self._lock.warning)
+            self.m = load_manifest(self.path)
+            self.runtime = get_runtime(self.m)
+            self.result.runtime = self.runtime.name
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.result.seconds = time.monotonic() - self._started
+        remove = self._lock.remove_on_release
+        self._lock.release()
+        if remove:  # teardown --clean: the state folder goes too once it is empty
+            with contextlib.suppress(OSError):
+                self._lock.path.parent.rmdir()
+
+    @property
+    def lock(self) -> Any:
+        return self._lock
+
+    def progress(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.progress(f"warning: {message}")
+
+    def event(self, event: str, **fields: Any) -> None:
+        from ..history import append
+
+        append(self.m.history_path, event, runtime=self.m.runtime, **fields)
+
+    def decide(self, domain: str, facts: dict[str, Any], gate: str) -> Any:
+        """Evaluate one policy domain, record the decision in history and the result; return the Decision."""
+        from ..history import record_decision
+        from ..policy import evaluate
+
+        decision = evaluate(self.m, domain, facts)
+        record_decision(self.m.history_path, decision, gate=gate)
+        self.result.decisions.append(decision.to_dict())
+        return decision
+
+    def snapshot_services(self, m: Manifest | None = None) -> None:
+        try:
+            states = self.runtime.health(m or self.m)
+        except Exception as exc:  # noqa: BLE001 - a result detail only; the operation already succeeded
+            self.warn(f"could not read service states: {exc}")
+            return
+        self.result.services = {name: state.to_dict() for name, state in states.items()}
+
+
+def edited_manifest(m: Manifest, values: Mapping[tuple[str, ...], Any]) -> tuple[str, str, Manifest]:
+    """(old text, new text, model of the new text) for an edit of m's file; nothing is written yet."""
+    from ..manifest import parse_manifest
+    from ..manifest.edit import edit_text
+
+    assert m.source_path is not None
+    old = m.source_path.read_text(encoding="utf-8")
+    new = edit_text(old, values, source=str(m.source_path))
+    m_new = parse_manifest(new, source=str(m.source_path))
+    return old, new, m_new.with_source(m.source_path, hashlib.sha256(new.encode("utf-8")).hexdigest())
+
+
+class FileTxn:
+    """Writes the edited manifest and its generated files; `rollback()` restores both exactly as they were."""
+
+    def __init__(self, m_old: Manifest, values: Mapping[tuple[str, ...], Any]) -> None:
+        self.m_old = m_old
+        self.values = values
+        self.old_text, self.new_text, self.m_new = edited_manifest(m_old, values)
+        self._changes: list[Change] = []
+        self._manifest_written = False
+
+    def commit(self) -> list[Path]:
+        from .. import generate
+        from ..manifest.edit import set_values
+
+        self._changes = [c for c in generate.plan(self.m_new) if c.changed]
+        written = generate.write(self.m_new, self._changes)
+        set_values(self.m_old.source_path, self.values, expect_sha256=self.m_old.sha256)
+        self._manifest_written = True
+        return written
+
+    def rollback(self) -> None:
+        from ..fsutil import atomic_write
+        from ..manifest.edit import restore
+
+        if self._manifest_written:
+            restore(self.m_old.source_path, self.old_text)
+        for change in self._changes:
+            if change.old is None:
+                change.path.unlink(missing_ok=True)
+            else:
+                atomic_write(change.path, change.old)
+
+
+# --- admin listener HTTP (stdlib: keeps the operations light) ----------------------------------------------
+
+
+def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """(status, parsed JSON or text) of one request. Raises OperationFailed naming the URL when nothing answers."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"User-Agent": "swiftdeploy", **({"Content-Type": "application/json"} if data else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we build
+            status, raw = resp.status, resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read(65536)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OperationFailed(
+            f"{method} {url}: no answer ({reason})",
+            hint="is the stack deployed? `swiftdeploy status` shows what runs",
+        ) from None
+    text = raw.decode("utf-8", "replace")
+    with contextlib.suppress(ValueError):
+        return status, json.loads(text)
+    return status, text
+
+
+@contextlib.contextmanager
+def failure_event(op: Operation, event: str, **fields: Any) -> Iterator[None]:
+    """Record `event` (e.g. promote_failed) with the error when the block raises anything but PolicyBlocked."""
+    from ..errors import PolicyBlocked, SwiftDeployError
+
+    try:
+        yield
+    except PolicyBlocked:
+        raise
+    except SwiftDeployError as exc:
+        op.event(event, error=str(exc), **fields)
+        raise
+    except Exception as exc:
+        op.event(event, error=f"{type(exc).__name__}: {exc}", **fields)
+        raise

@@ -1,0 +1,61 @@
+"""deploy: init (write the generated files) -> infrastructure gate -> start the stack -> wait healthy -> events."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import PolicyBlocked
+from .base import Operation, OpResult, Progress, failure_event
+
+
+def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress | None = None) -> OpResult:
+    """Deploy the manifest's stack (idempotent: a running stack converges to the manifest).
+
+    Raises PolicyBlocked (exit 3) when the infrastructure policy denies: nothing is started then; HealthTimeout
+    (exit 1) naming the service that did not become healthy; RuntimeUnavailable when docker/nginx is missing.
+    """
+    from .. import generate
+    from ..policy import require_allow
+    from ..policy.facts import host_facts
+    from ..runtime import service_of
+
+    with Operation(manifest_path, "deploy", progress) as op:
+        m = op.m
+        result = op.result
+        result.mode_to = m.services.mode
+        result.image, result.version = m.services.image, m.services.version
+        op.event("deploy_started", mode=m.services.mode, image=m.services.image, version=m.services.version)
+        with failure_event(op, "deploy_failed"):
+            op.progress("writing generated files")
+            result.generated = [str(p) for p in generate.write(m)]
+            op.progress("checking the host against the infrastructure policy")
+            decision = op.decide("infrastructure", host_facts(m.base_dir), gate="deploy")
+            try:
+                require_allow(decision)
+            except PolicyBlocked:
+                op.event(
+                    "deploy_blocked", verdict=decision.verdict, violations=[v.to_dict() for v in decision.violations]
+                )
+                raise
+            started = time.monotonic()
+            op.runtime.up(m, timeout=timeout, progress=op.progress)
+            services = [service_of(m, "stable"), "nginx"]
+            if m.services.mode == "canary":
+                services.insert(1, m.canary_name)
+            op.progress("waiting until every service is healthy")
+            op.runtime.wait_healthy(m, services, max(1.0, timeout - (time.monotonic() - started)))
+        op.snapshot_services()
+        result.message = (
+            f"deployed {m.services.name} {m.services.version} ({m.services.mode} mode) on the {op.runtime.name} "
+            f"runtime: public http://127.0.0.1:{m.nginx.port}, admin http://127.0.0.1:{m.nginx.admin_port}"
+        )
+        op.event(
+            "deploy_succeeded",
+            mode=m.services.mode,
+            image=m.services.image,
+            version=m.services.version,
+            services={k: {"healthy": v["healthy"], "port": v.get("port")} for k, v in result.services.items()},
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return result

@@ -1,0 +1,164 @@
+"""promote canary / promote stable (DESIGN.md §3).
+
+Both gate first and change nothing until the policy allows. After the gate, the manifest edit and the generated
+files are written together (FileTxn) and restored exactly when a later runtime step fails, so a failed promotion
+leaves the manifest as it was. Runtime steps that already ran are undone best-effort (the canary stopped, nginx
+pointed back).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput, OperationFailed, PolicyBlocked
+from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json
+
+
+def _require_healthy(op: Operation, service: str, what: str, fix: str) -> None:
+    state = op.runtime.health(op.m).get(service)
+    if state is None or not state.healthy:
+        detail = state.detail if state else "not running (nothing recorded for it)"
+        raise OperationFailed(f"{what} {service} is not healthy: {detail}", hint=fix)
+
+
+def _track_answer(m: Any, track: str) -> dict[str, Any]:
+    from ..metrics import admin_url
+
+    status, body = http_json(admin_url(m, track, "healthz"), timeout=5.0)
+    if status != 200 or not isinstance(body, dict):
+        raise OperationFailed(f"{admin_url(m, track, 'healthz')} answered HTTP {status}: {str(body)[:200]}")
+    return body
+
+
+def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool) -> None:
+    """Best effort after a failed promotion: restore files, then make the runtime match them again."""
+    txn.rollback()
+    try:
+        if stop_canary:
+            op.runtime.reload_proxy(op.m)  # the old manifest: stable only
+            op.runtime.stop_track(op.m, "canary")
+        else:
+            op.runtime.reload_proxy(op.m)
+    except Exception as exc:  # noqa: BLE001 - the original error is what the person must see first
+        op.warn(f"could not restore the proxy after the failure: {exc}; run `swiftdeploy deploy` to converge")
+
+
+def promote_canary(manifest_path: Path | str, progress: Progress | None = None, timeout: float = 60.0) -> OpResult:
+    """Start the canary track beside stable and split public traffic by canary.weight."""
+    from ..policy import require_allow
+    from ..policy.facts import host_facts
+    from ..runtime import service_of
+
+    with Operation(manifest_path, "promote_canary", progress) as op:
+        m, result = op.m, op.result
+        result.image, result.version = m.canary_image, m.canary_version
+        result.mode_from, result.mode_to = m.services.mode, "canary"
+        canary_running = op.runtime.health(m).get(m.canary_name)
+        if m.services.mode == "canary" and canary_running is not None and canary_running.healthy:
+            result.message = f"{m.canary_name} already runs ({m.canary_image}, {m.canary_version}); nothing to do"
+            op.snapshot_services()
+            return result
+        fields = {"target": "canary", "image": m.canary_image, "version": m.canary_version}
+        op.event("promote_started", **fields)
+        with failure_event(op, "promote_failed", **fields):
+            _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` first")
+            op.progress("checking the host against the infrastructure policy")
+            decision = op.decide("infrastructure", host_facts(m.base_dir), gate="promote_canary")
+            try:
+                require_allow(decision)
+            except PolicyBlocked:
+                op.event("promote_blocked", verdict=decision.verdict, **fields)
+                raise
+            txn = FileTxn(m, {("services", "mode"): "canary"})
+            m_new = txn.m_new
+            result.generated = [str(p) for p in txn.commit()]
+            try:
+                op.progress(f"starting {m.canary_name} ({m.canary_image}, version {m.canary_version})")
+                op.runtime.start_track(m_new, "canary", timeout=timeout, progress=op.progress)
+                op.progress(f"splitting public traffic: {m.canary.weight}% to the canary")
+                op.runtime.reload_proxy(m_new)
+                answer = _track_answer(m_new, "canary")
+                if answer.get("mode") != "canary":
+                    raise OperationFailed(
+                        f"the admin listener's /canary/healthz answered mode {answer.get('mode')!r}, not 'canary'",
+                        hint="the canary app must report MODE=canary on /healthz",
+                    )
+            except BaseException:
+                _undo(op, txn, stop_canary=True)
+                raise
+        op.snapshot_services(m_new)
+        result.message = (
+            f"canary {m.canary_name} ({m.canary_image}, {m.canary_version}) takes {m.canary.weight}% of public traffic"
+        )
+        op.event("promote_succeeded", mode_from=m.services.mode, mode_to="canary", weight=m.canary.weight, **fields)
+        return result
+
+
+def promote_stable(
+    manifest_path: Path | str,
+    window: float | None = None,
+    progress: Progress | None = None,
+    timeout: float = 60.0,
+) -> OpResult:
+    """Gate the canary on its metrics over `window` seconds; on allow make it the new stable.
+
+    Deny or inconclusive: PolicyBlocked (exit 3) and nothing changes (manifest, generated files, processes).
+    """
+    from ..metrics import canary_input
+    from ..policy import require_allow
+    from ..runtime import service_of
+
+    with Operation(manifest_path, "promote_stable", progress) as op:
+        m, result = op.m, op.result
+        if m.services.mode != "canary":
+            raise OperationFailed(
+                "there is no canary to promote: the manifest's services.mode is stable",
+                hint="start one with `swiftdeploy promote canary`",
+            )
+        if window is not None and not 0 < window <= 3600:
+            raise InvalidInput(f"--window must be between 0 and 3600 seconds, got {window:g}")
+        seconds = float(window if window is not None else m.policy.window_seconds)
+        result.image, result.version = m.canary_image, m.canary_version
+        result.mode_from, result.mode_to = "canary", "stable"
+        fields = {"target": "stable", "image": m.canary_image, "version": m.canary_version}
+        op.event("promote_started", window_seconds=seconds, **fields)
+        with failure_event(op, "promote_failed", **fields):
+            _require_healthy(
+                op, m.canary_name, "the canary", "run `swiftdeploy promote canary` again or `swiftdeploy rollback`"
+            )
+            _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` to restart it")
+            op.progress(f"observing both tracks for {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
+            decision = op.decide("canary", canary_input(m, seconds), gate="promote_stable")
+            try:
+                require_allow(decision)
+            except PolicyBlocked:
+                op.event("promote_blocked", verdict=decision.verdict, **fields)
+                raise
+            txn = FileTxn(
+                m,
+                {
+                    ("services", "image"): m.canary_image,
+                    ("services", "version"): m.canary_version,
+                    ("services", "mode"): "stable",
+                },
+            )
+            m_new = txn.m_new
+            result.generated = [str(p) for p in txn.commit()]
+            try:
+                op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version})")
+                op.runtime.start_track(m_new, "stable", timeout=timeout, progress=op.progress)
+            except BaseException:
+                _undo(op, txn, stop_canary=False)
+                raise
+            # Past this point stable runs the new version: the edited manifest is the truth, keep it.
+            op.progress(f"removing {m.canary_name}")
+            op.runtime.reload_proxy(m_new)
+            op.runtime.stop_track(m_new, "canary")
+            answer = _track_answer(m_new, "stable")
+            if answer.get("version") not in (None, m.canary_version):
+                op.warn(f"stable answers version {answer.get('version')!r}, expected {m.canary_version!r}")
+        op.snapshot_services(m_new)
+        result.message = f"{m.services.name} {m.canary_version} ({m.canary_image}) is the new stable; canary removed"
+        op.event("promote_succeeded", mode_from="canary", mode_to="stable", **fields)
+        return result
