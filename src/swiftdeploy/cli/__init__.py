@@ -21,6 +21,12 @@ COMMAND_MODULES = [
     "status",
     "plugins",
     "policy",
+    "deploy",
+    "promote",
+    "rollback",
+    "teardown",
+    "chaos",
+    "traffic",
 ]
 
 for _name in COMMAND_MODULES:
