@@ -364,7 +364,9 @@ _VERDICT_STYLE = {"allow": "bold green", "deny": "bold red", "inconclusive": "bo
 
 
 def render(snapshot: Snapshot) -> Any:
-    """A Rich renderable of the snapshot: the per-track table and both policy verdicts with every violation."""
+    """A Rich renderable of the snapshot: per track one line over the last interval and one over the policy
+    window, with trends; then both policy verdicts with every violation."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -373,22 +375,19 @@ def render(snapshot: Snapshot) -> Any:
     head = Text.assemble(
         ("swiftdeploy status ", "bold"),
         (s.project, "cyan"),
-        f"  mode {s.mode}  ",
-        ("engine " + (", ".join(s.engines) or "–")),
-        f"  {s.ts}",
+        f" · mode {s.mode} · engine {', '.join(s.engines) or '–'} · {s.ts}",
     )
     if s.baseline:
-        head.append("  collecting baseline…", style="yellow")
-    else:
-        head.append(f"  last {s.interval_seconds:.1f}s / window {s.window_seconds:g}s", style="dim")
+        head.append(" · collecting baseline…", style="yellow")
 
-    table = Table(expand=False, header_style="bold")
-    for column in ("Track", "Health", "Version", "Uptime", "Chaos", "req/s", "Err %", "P50 ms", "P99 ms"):
-        table.add_column(column, justify="right" if column in ("req/s", "Err %", "P50 ms", "P99 ms") else "left")
-    table.add_column("Window (req · err % · P50 · P99)")
-    table.add_column("Trend req/s · P99")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for column in ("Track", "State", "Chaos", "Over", "Req", "req/s", "Err %", "P50 ms", "P99 ms", "Trend"):
+        numeric = column in ("Req", "req/s", "Err %", "P50 ms", "P99 ms")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("Trend", "State"))
+    notes: list[Text] = []
     for view in s.tracks.values():
-        table.add_row(*_track_cells(view, s.baseline))
+        for row in _track_rows(view, s, notes):
+            table.add_row(*row)
 
     policy = Table.grid(padding=(0, 1))
     policy.add_column()
@@ -402,55 +401,48 @@ def render(snapshot: Snapshot) -> Any:
             policy.add_row("", Text(d.message, style="dim"))
         for v in d.violations:
             policy.add_row("", Text(f"• {_violation_text(v)}", style="red"))
-    return Group(head, table, Text("Policy", style="bold underline"), policy)
+    return Group(head, table, *notes, Text("Policy", style="bold underline"), policy)
 
 
-def _track_cells(view: TrackView, baseline: bool) -> list[Any]:
+def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any]]:
+    """Two table rows per running track (last interval, policy window); one for a down/absent track."""
     from rich.text import Text
 
+    name = f"{view.track} {view.version or ''}".strip()
     if view.state != "up":
         style = "dim" if view.state == "absent" else "bold red"
         why = "not running" if view.state == "absent" else (view.error or "no answer")
-        return [
-            view.track,
-            Text(view.state.upper(), style=style),
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            Text(why, style=style),
-            "",
-        ]
-    chaos = (view.chaos or {}).get("mode", "?")
-    if chaos == "slow":
-        chaos = f"slow {(view.chaos or {}).get('duration')}s"
-    elif chaos == "error":
+        notes.append(Text(f"{view.track}: {why}", style=style))
+        return [[name, Text(view.state.upper(), style=style), "", "", "", "", "", "", "", ""]]
+    healthy = view.health == "ok"
+    state = Text(f"up {_uptime(view.uptime_seconds)}" if healthy else f"up, {view.health}", style="green")
+    if not healthy:
+        state.stylize("yellow")
+    if view.mode and view.mode != view.track:
+        state.append(f" ({view.mode})", style="yellow")  # a track answering as the other mode is worth seeing
+    mode = (view.chaos or {}).get("mode", "?")
+    chaos = mode
+    if mode == "slow":
+        chaos = f"slow {_fmt((view.chaos or {}).get('duration'))}s"
+    elif mode == "error":
         chaos = f"error {_fmt(((view.chaos or {}).get('rate') or 0) * 100)}%"
-    health = Text(view.health or "?", style="green" if view.health == "ok" else "red")
-    cells: list[Any] = [
-        view.track,
-        health,
-        f"{view.mode or '?'} {view.version or ''}".strip(),
-        _uptime(view.uptime_seconds),
-        Text(chaos, style="green" if chaos == "none" else "bold red"),
+    chaos_text = Text(chaos, style="green" if mode == "none" else "bold red")
+
+    def figures(label: str, f: dict[str, Any] | None, pending: str) -> list[Any]:
+        if f is None:
+            return [label, Text(pending, style="yellow"), "", "", "", ""]
+        return [label, str(f["requests"]), _fmt(f["rps"]), _fmt(f["error_rate_percent"]), _fmt(f["p50_ms"]),
+                _fmt(f["p99_ms"])]  # fmt: skip
+
+    last = f"last {_fmt(view.interval['seconds'])}s" if view.interval else "last"
+    window = f"window {_fmt(view.window['seconds'])}s" if view.window else f"window {s.window_seconds:g}s"
+    pending = "baseline…" if s.baseline else "…"
+    trend_rps = f"req/s {sparkline(view.trend_rps[-20:])}"
+    trend_p99 = f"P99 {sparkline(view.trend_p99[-20:])}"
+    return [
+        [name, state, chaos_text, *figures(last, view.interval, pending), trend_rps],
+        ["", "", "", *figures(window, view.window, pending), trend_p99],
     ]
-    i = view.interval
-    if i is None:
-        cells += [Text("baseline…" if baseline else "…", style="yellow"), "", "", ""]
-    else:
-        cells += [_fmt(i["rps"]), _fmt(i["error_rate_percent"]), _fmt(i["p50_ms"]), _fmt(i["p99_ms"])]
-    w = view.window
-    cells.append(
-        f"{w['requests']} · {_fmt(w['error_rate_percent'])} · {_fmt(w['p50_ms'])} · {_fmt(w['p99_ms'])} "
-        f"({_fmt(w['seconds'])}s)"
-        if w
-        else "…"
-    )
-    cells.append(f"{sparkline(view.trend_rps)} {sparkline(view.trend_p99)}")
-    return cells
 
 
 def _violation_text(v: dict[str, Any]) -> str:

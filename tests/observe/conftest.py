@@ -92,3 +92,58 @@ def manifest_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+class Nginx:
+    """The real nginx with the generated config for the local target: the admin listener status goes through."""
+
+    def __init__(self, m, state_dir: Path, stable_port: int, canary_port: int | None) -> None:
+        from swiftdeploy.render import render_nginx
+        from swiftdeploy.render.nginx import NginxTarget
+
+        target = NginxTarget.local(m, state_dir, stable_port, canary_port)
+        for folder in target.required_dirs():
+            folder.mkdir(parents=True, exist_ok=True)
+        conf = state_dir / "nginx.conf"
+        conf.write_text(render_nginx(m, target), encoding="utf-8")
+        self.admin = f"http://127.0.0.1:{m.nginx.admin_port}"
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/nginx", "-e", str(state_dir / "nginx-startup.log"), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}; see {state_dir}")
+            try:
+                httpx.get(f"{self.admin}/stable/healthz", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("nginx admin listener did not answer")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[..., Nginx]]:
+    started: list[Nginx] = []
+
+    def start(m, stable_port: int, canary_port: int | None = None) -> Nginx:
+        server = Nginx(m, tmp_path / "state", stable_port, canary_port)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -44,7 +45,10 @@ def _once(m, collector, interval: float, json_output: bool) -> int:
     if json_output:
         print_json(snapshot.to_dict())
     else:
-        console().print(dashboard.render(snapshot))
+        out = console()
+        if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+            out.width = 120  # piped or logged: Rich's 80-column default would squeeze the table
+        out.print(dashboard.render(snapshot))
     return snapshot.exit_code()
 
 

@@ -1,0 +1,231 @@
+"""status: snapshots against real demo API processes (direct and through real nginx), dead tracks, the live view
+under a pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from swiftdeploy import audit, dashboard, history
+from swiftdeploy.manifest import load_manifest
+
+SWIFTDEPLOY = str(Path(sys.executable).parent / "swiftdeploy")
+REQUESTS = 60  # bounded traffic per track per test
+
+
+def _traffic(url: str, n: int = REQUESTS) -> None:
+    with httpx.Client(timeout=5.0) as client:
+        for _ in range(n):
+            client.get(f"{url}/")
+
+
+def test_snapshot_shows_canary_deny_with_violations(demo_api, manifest_file, tmp_path: Path) -> None:
+    m = load_manifest(manifest_file("canary"))
+    stable, canary = demo_api("stable"), demo_api("canary")
+    assert httpx.post(f"{canary.url}/chaos", json={"mode": "error", "rate": 0.5}).status_code == 200
+    collector = dashboard.StatusCollector(m, urls={"stable": stable.url, "canary": canary.url})
+
+    first = collector.collect()
+    assert first.baseline and first.tracks["canary"].interval is None
+    assert first.decisions["canary"].verdict == dashboard.BASELINE  # no meaningless rates on the first refresh
+    assert first.exit_code() == 3
+
+    _traffic(stable.url)
+    _traffic(canary.url)
+    snap = collector.collect()
+    data = json.loads(json.dumps(snap.to_dict()))  # JSON-serialisable as is
+    assert not data["baseline"] and data["interval_seconds"] > 0
+    s, c = data["tracks"]["stable"], data["tracks"]["canary"]
+    assert s["state"] == c["state"] == "up" and s["health"] == "ok"
+    assert (s["mode"], c["mode"]) == ("stable", "canary")
+    assert c["chaos"]["mode"] == "error" and c["chaos"]["rate"] == 0.5 and s["chaos"]["mode"] == "none"
+    # status's own /healthz and /chaos probes are not counted: exactly the traffic sent
+    assert s["interval"]["requests"] == REQUESTS and c["interval"]["requests"] == REQUESTS
+    assert s["interval"]["errors"] == 0 and 0 < c["interval"]["errors"] < REQUESTS
+    assert c["interval"]["error_rate_percent"] > 1 and c["interval"]["rps"] > 0
+    assert c["window"]["requests"] == REQUESTS and c["uptime_seconds"] > 0
+    assert len(c["trend"]["rps"]) == 1
+    canary_decision = data["decisions"]["canary"]
+    assert canary_decision["verdict"] == "deny" and canary_decision["allow"] is False
+    assert canary_decision["engine"] == "embedded" and data["engines"] == ["embedded"]
+    error_rule = [v for v in canary_decision["violations"] if v["unit"] == "%" and v["threshold"] == 1]
+    assert error_rule and error_rule[0]["observed"] == c["window"]["error_rate_percent"]
+    assert canary_decision["input"]["canary"]["requests"] == REQUESTS
+    assert data["decisions"]["infrastructure"]["verdict"] == "allow"  # lenient host thresholds in the manifest
+    assert snap.exit_code() == 3
+
+    # the status record: what audit charts and counts
+    path = tmp_path / "history.jsonl"
+    history.append(path, "status", **snap.record())
+    (rec,) = list(history.read(path))
+    assert "ts" in rec and "trend" not in rec["tracks"]["canary"] and "input" not in rec["decisions"]["canary"]
+    report = audit.build(path)
+    assert report.chart.ordered()[0].values["canary_err"] == c["interval"]["error_rate_percent"]
+    assert ("canary", error_rule[0]["rule"], "status") in report.violations
+
+    text = _render_text(snap)
+    assert "DENY" in text and error_rule[0]["rule"] in text and "error 50%" in text
+
+
+def test_dead_track_is_shown_as_down_and_the_collector_keeps_going(demo_api, manifest_file) -> None:
+    m = load_manifest(manifest_file("canary"))
+    stable, canary = demo_api("stable"), demo_api("canary")
+    collector = dashboard.StatusCollector(m, urls={"stable": stable.url, "canary": canary.url}, timeout=1.0)
+    collector.collect()
+    canary.stop()  # the canary dies between two refreshes
+    _traffic(stable.url, 25)
+    snap = collector.collect()
+    c = snap.tracks["canary"]
+    assert c.state == "down" and canary.url in (c.error or "") and c.interval is None
+    assert snap.tracks["stable"].state == "up" and snap.tracks["stable"].interval["requests"] == 25
+    decision = snap.decisions["canary"]
+    assert decision.verdict in ("deny", "inconclusive") and decision.violations  # missing canary: never allow
+    assert "DOWN" in _render_text(snap)
+    assert json.loads(json.dumps(snap.to_dict()))["tracks"]["canary"]["up"] is False
+    again = collector.collect()  # still no crash on the next refresh
+    assert again.tracks["canary"].state == "down"
+
+
+def test_engine_unavailable_is_shown_not_raised(demo_api, manifest_file) -> None:
+    from swiftdeploy.errors import PolicyEngineUnavailable
+
+    m = load_manifest(manifest_file("stable"))
+    stable = demo_api("stable")
+
+    def broken(*_args):
+        raise PolicyEngineUnavailable("OPA at http://127.0.0.1:1 is unreachable")
+
+    collector = dashboard.StatusCollector(m, urls={"stable": stable.url}, evaluate=broken)
+    snap = collector.collect()
+    assert snap.decisions["infrastructure"].verdict == dashboard.UNAVAILABLE
+    assert "unreachable" in snap.decisions["infrastructure"].message
+    assert snap.decisions["canary"].verdict == dashboard.NOT_APPLICABLE
+    assert snap.exit_code() == 4
+    assert "engine unavailable" in _render_text(snap)
+
+
+def test_cli_json_through_the_admin_listener(demo_api, manifest_file, nginx, tmp_path: Path) -> None:
+    manifest = manifest_file("canary")
+    m = load_manifest(manifest)
+    stable, canary = demo_api("stable"), demo_api("canary")
+    server = nginx(m, stable.port, canary.port)
+    assert httpx.post(f"{server.admin}/canary/chaos", json={"mode": "error", "rate": 0.5}).status_code == 200
+    stop = threading.Event()
+
+    def load() -> None:  # bounded background traffic while the CLI takes its two scrapes
+        with httpx.Client(timeout=5.0) as client:
+            for _ in range(400):
+                if stop.is_set():
+                    return
+                client.get(f"{canary.url}/")
+                time.sleep(0.002)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        result = subprocess.run(
+            [SWIFTDEPLOY, "-m", str(manifest), "status", "--json", "--interval", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        worker.join()
+    assert result.returncode == 3, result.stderr
+    data = json.loads(result.stdout)  # JSON only on stdout
+    assert data["tracks"]["canary"]["chaos"]["mode"] == "error"
+    decision = data["decisions"]["canary"]
+    assert decision["verdict"] == "deny" and any(v["unit"] == "%" for v in decision["violations"])
+    records = list(history.read(m.history_path))
+    assert [r["event"] for r in records] == ["status"] and records[0]["decisions"]["canary"]["verdict"] == "deny"
+
+
+def test_cli_once_in_stable_mode_exits_0_and_shows_no_canary(demo_api, manifest_file, nginx) -> None:
+    manifest = manifest_file("stable")
+    m = load_manifest(manifest)
+    stable = demo_api("stable")
+    nginx(m, stable.port)
+    result = subprocess.run(
+        [SWIFTDEPLOY, "-m", str(manifest), "status", "--once", "--interval", "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ABSENT" in result.stdout and "not applicable" in result.stdout and "ALLOW" in result.stdout
+    (rec,) = list(history.read(m.history_path))
+    assert rec["tracks"]["canary"]["state"] == "absent" and rec["tracks"]["stable"]["state"] == "up"
+
+
+def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, nginx) -> None:
+    manifest = manifest_file("stable")
+    m = load_manifest(manifest)
+    stable = demo_api("stable")
+    nginx(m, stable.port)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
+    proc = subprocess.Popen(
+        [SWIFTDEPLOY, "-m", str(manifest), "status", "--interval", "0.5"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    output = bytearray()
+
+    def drain() -> None:  # keep reading so the child never blocks on a full pty buffer
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and sum(1 for _ in history.read(m.history_path)) < 3:
+            assert proc.poll() is None, bytes(output).decode(errors="replace")
+            time.sleep(0.1)
+        assert sum(1 for _ in history.read(m.history_path)) >= 3  # a few refreshes happened
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        reader.join(timeout=5)
+    text = bytes(output).decode(errors="replace")
+    assert rc == 0, text
+    assert "\x1b[" in text  # a real terminal view (ANSI), not the plain snapshot
+    assert "stable" in text and "Ctrl-C to quit" in text and "Traceback" not in text
+
+
+def _render_text(snapshot: dashboard.Snapshot) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(dashboard.render(snapshot))
+    text = console.export_text()
+    console.file.close()
+    return text
