@@ -40,8 +40,8 @@ def run_operation(call: Callable[[Callable[[str], None]], Any], *, title: str, j
             raise
 
 
-def print_violations(decision: Any) -> None:
-    """A table of every violation (rule, observed vs threshold, message) on stderr."""
+def print_violations(decision: Any, out: Any = None) -> None:
+    """A table of every violation (rule, observed vs threshold, message), on stderr unless `out` is given."""
     from rich.table import Table
 
     from .common import err_console
@@ -55,7 +55,7 @@ def print_violations(decision: Any) -> None:
         unit = f" {v.unit}" if v.unit else ""
         figures = "" if v.threshold is None else f"{_num(v.observed)} vs {_num(v.threshold)}{unit}"
         table.add_row(v.rule, figures, v.message)
-    err_console().print(table)
+    (out or err_console()).print(table)
 
 
 def _num(value: Any) -> str:

@@ -1,0 +1,83 @@
+"""`swiftdeploy demo`: the whole story on the local runtime, narrated. Exit 0 only if every step behaved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .app import app
+
+
+class RichNarrator:
+    def __init__(self) -> None:
+        from .common import console
+
+        self.out = console()
+
+    def step(self, number: int, title: str, explanation: str) -> None:
+        self.out.print()
+        self.out.rule(f"[bold]{number}. {title}[/bold]", align="left")
+        self.out.print(f"[dim]{explanation}[/dim]")
+
+    def progress(self, message: str) -> None:
+        style = "yellow" if message.startswith("warning: ") else "dim"
+        self.out.print(f"  [{style}]• {message}[/{style}]")
+
+    def outcome(self, ok: bool, text: str) -> None:
+        mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+        self.out.print(f"{mark} {text}")
+
+    def blocked(self, decision: Any) -> None:
+        from .deploy import print_violations
+
+        self.out.print("[yellow]The policy refused the promotion:[/yellow]")
+        print_violations(decision, self.out)
+
+    def traffic(self, summary: dict[str, Any]) -> None:
+        from .traffic import render_traffic
+
+        render_traffic(summary)
+
+
+@app.command()
+def demo(
+    keep: Path | None = typer.Option(
+        None, "--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."
+    ),
+    window: float = typer.Option(5.0, "--window", min=1, max=60, help="Canary metrics window in seconds."),
+) -> None:
+    """Deploy, traffic, canary, chaos, blocked promote, recover, promote, audit, teardown: unattended, local."""
+    import tempfile
+
+    from ..errors import InvalidInput, OperationFailed
+    from ..ops.demo import run_demo
+    from .common import console
+
+    narrator = RichNarrator()
+    out = console()
+    out.print(
+        "[bold]swiftdeploy demo[/bold]: a stable API behind nginx, a canary, a fault, a policy that refuses to "
+        "promote it, and the promotion once it is fixed. Local runtime (real nginx + uvicorn on 127.0.0.1)."
+    )
+    out.print(
+        "[yellow]Note:[/yellow] the demo manifest relaxes the HOST thresholds (CPU load, disk, memory) so it "
+        "passes on a busy laptop; the CANARY thresholds (error rate 1 %, P99 500 ms, 20 requests) are the defaults."
+    )
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        if any(keep.iterdir()):
+            raise InvalidInput(f"{keep} is not empty", hint="pass a new or empty folder to --keep")
+        run = run_demo(keep, narrator, window=window)
+    else:
+        with tempfile.TemporaryDirectory(prefix="swiftdeploy-demo-") as folder:
+            run = run_demo(Path(folder), narrator, window=window)
+    out.print()
+    passed = sum(s.ok for s in run.steps)
+    if keep is not None:
+        out.print(f"kept {keep}: manifest.yaml, history.jsonl" + (", audit_report.md" if run.audit_report else ""))
+    if not run.ok:
+        failed = next(s for s in run.steps if not s.ok)
+        raise OperationFailed(f"demo failed at step '{failed.title}' ({passed}/{len(run.steps)} steps ok)")
+    out.print(f"[bold green]demo passed[/bold green]: all {passed} steps behaved as expected")
