@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "teardown",
     "chaos",
     "traffic",
+    "demo",
 ]
 
 for _name in COMMAND_MODULES:
