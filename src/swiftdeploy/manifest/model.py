@@ -70,12 +70,18 @@ class OpaConfig(Strict):
 class Thresholds(Strict):
     """Overrides of policies/data.json. Unset values keep the policy defaults."""
 
-    min_disk_free_gb: float | None = Field(None, ge=0)
-    max_cpu_load: float | None = Field(None, ge=0)
-    max_memory_used_percent: float | None = Field(None, ge=0, le=100)
-    max_error_rate_percent: float | None = Field(None, ge=0, le=100)
-    max_p99_latency_ms: float | None = Field(None, ge=0)
-    min_requests: int | None = Field(None, ge=0)
+    min_disk_free_gb: float | None = Field(None, ge=0, description="Deploy gate: deny below this much free disk (GB).")
+    max_cpu_load: float | None = Field(None, ge=0, description="Deploy gate: deny above this 1-minute load average.")
+    max_memory_used_percent: float | None = Field(
+        None, ge=0, le=100, description="Deploy gate: deny above this percentage of memory in use."
+    )
+    max_error_rate_percent: float | None = Field(
+        None, ge=0, le=100, description="Promote gate: deny above this canary error rate (percent of requests)."
+    )
+    max_p99_latency_ms: float | None = Field(None, ge=0, description="Promote gate: deny above this canary P99 (ms).")
+    min_requests: int | None = Field(
+        None, ge=0, description="Promote gate: fewer canary requests in the window is inconclusive (blocks)."
+    )
     max_error_rate_increase_percent: float | None = Field(
         None, ge=0, le=100, description="Relative rule: canary error rate minus stable's, in percentage points."
     )
