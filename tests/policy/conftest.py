@@ -1,0 +1,82 @@
+"""Fixtures for the policy tests: manifests on disk, free ports, canned inputs.
+
+Helpers are fixtures (not a helper module) so the tests work under any pytest import mode.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swiftdeploy.manifest import load_manifest
+
+HEALTHY_HOST = {
+    "disk_free_gb": 50.0,
+    "disk_path": "/srv",
+    "cpu_load_1m": 0.5,
+    "cpu_count": 4,
+    "memory_used_percent": 40.0,
+    "memory_available_gb": 8.0,
+}
+GOOD_TRACK = {"requests": 200, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 20.0, "p99_ms": 100.0}
+
+
+@pytest.fixture(autouse=True)
+def _no_rust_backtrace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # regorus appends a Rust backtrace to errors when this is set; the library strips it, tests check that too.
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+
+
+@pytest.fixture
+def write_manifest(tmp_path: Path) -> Callable[..., Any]:
+    """write_manifest(extra_yaml="policy:\\n  engine: embedded") -> loaded Manifest in tmp_path."""
+
+    def write(
+        extra: str = "", *, engine: str | None = "embedded", runtime: str = "local", admin_port: int = 8081
+    ) -> Any:
+        text = (
+            "services: {image: swift-deploy-1-node:latest, port: 3000}\n"
+            f"nginx: {{image: nginx:latest, port: 8080, admin_port: {admin_port}}}\n"
+            "network: {name: swiftdeploy-net, driver_type: bridge}\n"
+            f"runtime: {runtime}\n"
+        )
+        if engine is not None and "policy:" not in extra:
+            text += f"policy:\n  engine: {engine}\n"
+        path = tmp_path / "manifest.yaml"
+        path.write_text(text + extra)
+        return load_manifest(path)
+
+    return write
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    def pick() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture
+def healthy_host() -> dict[str, Any]:
+    return dict(HEALTHY_HOST)
+
+
+@pytest.fixture
+def canary_window() -> Callable[..., dict[str, Any]]:
+    """canary_window(canary={...changes}, stable={...changes} | None) -> a canary policy input."""
+
+    def build(canary: dict | None = None, stable: dict | None | str = "good", window_seconds: Any = 30):
+        return {
+            "window_seconds": window_seconds,
+            "canary": {**GOOD_TRACK, **(canary or {})},
+            "stable": None if stable is None else {**GOOD_TRACK, **({} if stable == "good" else stable)},
+        }
+
+    return build
