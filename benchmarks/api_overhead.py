@@ -5,8 +5,9 @@ METRICS_ENABLED=0, warms both up, then runs `wrk -t2 -c16 -d5s` against GET / of
 (instrumented, plain, instrumented, plain) so drift on the machine hits both alike. Prints requests/s of each
 run and the ratio instrumented / plain (target >= 0.85). Both processes are stopped at the end.
 
-On a busy machine wrk figures swing by tens of percent between runs, so the script also times the two ASGI apps
-in-process (no sockets, no server; best of several interleaved batches), which isolates the middleware's cost.
+On a busy machine wrk figures swing by tens of percent between runs, so the script also prints two figures that
+other load barely moves: requests served per CPU second of each server process during its wrk runs, and the CPU
+time per request of the two ASGI apps in-process (no sockets; best of several interleaved batches).
 
     .venv/bin/python benchmarks/api_overhead.py [--duration 5] [--rounds 2]
 """
@@ -71,7 +72,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def wrk(url: str, duration: int) -> float:
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    import psutil
+
+    times = psutil.Process(proc.pid).cpu_times()
+    return times.user + times.system
+
+
+def wrk(url: str, duration: int) -> tuple[float, int]:
+    """(requests/s, total requests) of one wrk run."""
     out = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{duration}s", f"{url}/"],
         capture_output=True,
@@ -81,10 +90,11 @@ def wrk(url: str, duration: int) -> float:
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors, the figure would be meaningless:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise SystemExit(f"could not read Requests/sec from wrk output:\n{out}")
-    return float(match.group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if not rate or not total:
+        raise SystemExit(f"could not read the request figures from wrk output:\n{out}")
+    return float(rate.group(1)), int(total.group(1))
 
 
 async def _asgi_us_per_request(app, requests: int) -> float:
@@ -146,11 +156,20 @@ def main() -> int:
             for _, url in (instrumented, plain):
                 wrk(url, 1)  # warm-up: imports, first-request paths, label children
             totals = {"instrumented": 0.0, "plain": 0.0}
+            served = {"instrumented": 0, "plain": 0}
+            cpu = {"instrumented": 0.0, "plain": 0.0}
             for round_no in range(1, args.rounds + 1):
-                for name, (_, url) in (("instrumented", instrumented), ("plain", plain)):
-                    rps = wrk(url, args.duration)
+                for name, (proc, url) in (("instrumented", instrumented), ("plain", plain)):
+                    cpu_before = cpu_seconds(proc)
+                    rps, requests = wrk(url, args.duration)
+                    cpu_used = cpu_seconds(proc) - cpu_before
                     totals[name] += rps
-                    print(f"round {round_no}  {name:<12} {rps:10.1f} req/s")
+                    served[name] += requests
+                    cpu[name] += cpu_used
+                    print(
+                        f"round {round_no}  {name:<12} {rps:10.1f} req/s  "
+                        f"({requests / cpu_used:8.1f} requests per server CPU second)"
+                    )
         finally:
             for proc in procs:
                 stop(proc)
@@ -160,6 +179,11 @@ def main() -> int:
     print(f"mean plain        {totals['plain'] / args.rounds:10.1f} req/s")
     verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
     print(f"wrk ratio instrumented/plain = {ratio:.3f} ({verdict} target {TARGET_RATIO})")
+    per_cpu = {name: served[name] / cpu[name] for name in served}
+    print(
+        f"server efficiency: instrumented {per_cpu['instrumented']:.1f}, plain {per_cpu['plain']:.1f} "
+        f"requests per CPU second, ratio = {per_cpu['instrumented'] / per_cpu['plain']:.3f}"
+    )
 
     instr_us, plain_us = in_process()
     asgi_ratio = plain_us / instr_us  # throughput ratio: requests/s scale as 1 / time per request
