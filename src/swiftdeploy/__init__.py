@@ -65,12 +65,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "read_history": ("swiftdeploy.history", "read"),
     "append_history": ("swiftdeploy.history", "append"),
     "record_decision": ("swiftdeploy.history", "record_decision"),
-    # operations (each takes the manifest path, holds the deploy lock, records history)
+    # operations: deploy..teardown take the manifest path, hold the deploy lock and record history;
+    # chaos and traffic take a loaded Manifest
     "deploy": ("swiftdeploy.ops", "deploy"),
     "promote_canary": ("swiftdeploy.ops", "promote_canary"),
     "promote_stable": ("swiftdeploy.ops", "promote_stable"),
     "rollback": ("swiftdeploy.ops", "rollback"),
     "teardown": ("swiftdeploy.ops", "teardown"),
+    "chaos": ("swiftdeploy.ops", "chaos"),
+    "traffic": ("swiftdeploy.ops", "traffic"),
 }
 
 # A literal list (type checkers and linters read it); tests check it matches _LAZY and that every name resolves.
@@ -106,6 +109,8 @@ __all__ = [
     "promote_stable",
     "rollback",
     "teardown",
+    "chaos",
+    "traffic",
     # errors
     "SwiftDeployError",
     "OperationFailed",
@@ -141,7 +146,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .history import record_decision
     from .manifest import Manifest, load_manifest, parse_manifest
     from .metrics import admin_url, canary_input, scrape, window
-    from .ops import deploy, promote_canary, promote_stable, rollback, teardown
+    from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic
     from .policy import Decision, Violation, evaluate, require_allow
     from .policy.facts import host_facts
     from .render import NginxTarget, render_all, render_compose, render_nginx
