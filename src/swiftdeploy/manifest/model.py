@@ -101,6 +101,8 @@ class PolicyConfig(Strict):
 
 
 class Manifest(Strict):
+    """A validated manifest.yaml. Load one with `load_manifest(path)`; derived values are properties."""
+
     services: ServiceConfig
     nginx: NginxConfig = Field(default_factory=NginxConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
