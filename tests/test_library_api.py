@@ -69,10 +69,10 @@ def test_surface_is_consistent_and_documented() -> None:
     assert lazy <= public, "every lazy name must be listed in __all__"
     assert len(swiftdeploy.__all__) == len(public), "duplicates in __all__"
     assert public <= set(dir(swiftdeploy))
-    for name in public - {"__version__"}:
-        value = getattr(swiftdeploy, name)
-        assert callable(value), name
-        assert (value.__doc__ or "").strip(), f"swiftdeploy.{name} has no docstring"
+    names = sorted(public - {"__version__"})
+    assert [n for n in names if not callable(getattr(swiftdeploy, n))] == []
+    undocumented = [n for n in names if not (getattr(swiftdeploy, n).__doc__ or "").strip()]
+    assert undocumented == [], "public names without a docstring"
     assert swiftdeploy.__doc__ and "load_manifest" in swiftdeploy.__doc__
 
 
