@@ -1,0 +1,20 @@
+"""Fixtures for the lifecycle tests (helpers live in lifecycle_support.py)."""
+
+from __future__ import annotations
+
+import pytest
+from lifecycle_support import cli, kill_leftovers
+
+
+@pytest.fixture
+def stack_dir(tmp_path):
+    """A folder for one stack; whatever happens, every process started for it is stopped afterwards."""
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        manifest = folder / "manifest.yaml"
+        if manifest.exists() and (folder / ".swiftdeploy" / "pids").is_dir():
+            cli(manifest, "teardown", timeout=60)
+        kill_leftovers(folder)
