@@ -22,6 +22,8 @@ TIMELINE_MAX = 200
 LIST_MAX = 100
 CHART_POINTS = 60
 TRACKS = ("stable", "canary")
+_SERIES = tuple((t, (("p99_ms", f"{t}_p99"), ("error_rate_percent", f"{t}_err"))) for t in TRACKS)
+_NUMBERS = (int, float)
 # Events that end every chaos episode on a track: the process that carried the fault is gone or replaced.
 _CHAOS_ENDERS = {"rollback": ("canary",), "teardown": TRACKS}
 
@@ -132,9 +134,10 @@ class AuditReport:
 
     # --- streaming ---
 
-    def feed(self, record: dict[str, Any]) -> None:
+    def feed(self, record: dict[str, Any], moment: datetime | None = None) -> None:
         ts, event = record["ts"], record["event"]
-        moment = history.parse_ts(ts)
+        if moment is None:
+            moment = history.parse_ts(ts)
         self.records += 1
         self.events[event] += 1
         if self.first_dt is None or moment < self.first_dt:
@@ -168,21 +171,25 @@ class AuditReport:
                 self._end_chaos(track, ts, moment, event)
 
     def _status(self, record: dict[str, Any], ts: str, moment: datetime) -> None:
-        tracks = record.get("tracks") if isinstance(record.get("tracks"), dict) else {}
+        # The hot path (most records are status records): plain type checks, precomputed series names.
+        tracks = record.get("tracks")
+        if type(tracks) is not dict:
+            tracks = {}
         values: dict[str, float] = {}
-        for track in TRACKS:
+        for track, series in _SERIES:
             info = tracks.get(track)
-            if not isinstance(info, dict):
+            if type(info) is not dict:
                 continue
-            figures = info.get("interval") or info.get("window") or {}
-            if isinstance(figures, dict):
-                for key, series in (("p99_ms", f"{track}_p99"), ("error_rate_percent", f"{track}_err")):
+            figures = info.get("interval") or info.get("window")
+            if type(figures) is dict:
+                for key, name in series:
                     value = figures.get(key)
-                    if isinstance(value, int | float) and math.isfinite(value):
-                        values[series] = float(value)
-            chaos = info.get("chaos")
-            if isinstance(chaos, dict) and chaos.get("mode") == "none" and track in self.open_chaos:
-                self._end_chaos(track, ts, moment, "status: no fault seen")
+                    if type(value) in _NUMBERS and math.isfinite(value):
+                        values[name] = float(value)
+            if track in self.open_chaos:
+                chaos = info.get("chaos")
+                if type(chaos) is dict and chaos.get("mode") == "none":
+                    self._end_chaos(track, ts, moment, "status: no fault seen")
         if values:
             self.chart.add(moment, ts, values)
         decisions = record.get("decisions") if isinstance(record.get("decisions"), dict) else {}
@@ -239,9 +246,9 @@ def build(path: Path | str, since: datetime | None = None) -> AuditReport:
     """Stream the history at `path` into an AuditReport (bounded memory whatever the file's length)."""
     reader = history.read(path, since=since)
     report = AuditReport(source=Path(path).name, since=history.format_ts(since) if since else None)
-    for record in reader:
+    for moment, record in reader.timed():
         try:
-            report.feed(record)
+            report.feed(record, moment)
         except (TypeError, ValueError, AttributeError):
             reader.skipped += 1  # valid JSON with a field of the wrong shape: count it, do not fail the report
     report.skipped, report.filtered = reader.skipped, reader.filtered

@@ -190,7 +190,14 @@ class HistoryReader:
         self.filtered = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        for _moment, record in self.timed():
+            yield record
+
+    def timed(self) -> Iterator[tuple[datetime, dict[str, Any]]]:
+        """Like iterating, but yields (ts parsed as an aware UTC datetime, record): the reader parses `ts`
+        anyway to validate it, so consumers that need the time do not parse it twice."""
         self.lines = self.skipped = self.filtered = 0
+        since, until = self.since, self.until
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed by the with below, after the existence check
         except FileNotFoundError:
@@ -200,39 +207,34 @@ class HistoryReader:
         with handle:
             for raw in handle:  # buffered, one line at a time
                 self.lines += 1
-                record = _decode(raw)
-                if record is None:
+                decoded = _decode(raw)
+                if decoded is None:
                     if raw.strip():
                         self.skipped += 1
                     else:
                         self.lines -= 1  # blank lines (e.g. the "\n" before a record after a torn one) are noise
                     continue
-                if self.since is not None or self.until is not None:
-                    moment = record["_dt"]
-                    if (self.since is not None and moment < self.since) or (
-                        self.until is not None and moment > self.until
-                    ):
-                        self.filtered += 1
-                        continue
-                del record["_dt"]
-                yield record
+                moment = decoded[0]
+                if (since is not None and moment < since) or (until is not None and moment > until):
+                    self.filtered += 1
+                    continue
+                yield decoded
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
+def _decode(raw: bytes) -> tuple[datetime, dict[str, Any]] | None:
     try:
-        record = json.loads(raw)
+        record = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         return None
     ts, event = record.get("ts"), record.get("event")
-    if not isinstance(ts, str) or not isinstance(event, str) or not event:
+    if type(ts) is not str or type(event) is not str or not event:
         return None
     try:
-        record["_dt"] = parse_ts(ts)
+        return parse_ts(ts), record
     except ValueError:
         return None
-    return record
 
 
 def read(path: Path | str, since: datetime | None = None, until: datetime | None = None) -> HistoryReader:
