@@ -122,6 +122,7 @@ class AuditReport:
     engines: Counter = field(default_factory=Counter)  # gate decisions by engine
     status_engines: Counter = field(default_factory=Counter)  # dashboard evaluations by engine
     promotions: Counter = field(default_factory=Counter)  # promote_succeeded by target
+    failed: Counter = field(default_factory=Counter)  # rollback/teardown records with failed=true
     timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     timeline_total: int = 0
     mode_changes: deque = field(default_factory=lambda: deque(maxlen=LIST_MAX))
@@ -149,7 +150,9 @@ class AuditReport:
             return
         self.timeline_total += 1
         self.timeline.append((ts, event, _details(record)))
-        if "mode_to" in record or "mode_from" in record:
+        if record.get("failed") is True:
+            self.failed[event] += 1
+        if ("mode_to" in record or "mode_from" in record) and record.get("mode_from") != record.get("mode_to"):
             self.mode_changes_total += 1
             self.mode_changes.append(
                 (ts, event, record.get("mode_from"), record.get("mode_to"), record.get("image"), record.get("version"))
@@ -314,8 +317,8 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         ],
         ["Blocks by policy", f"{blocks} ({ev['deploy_blocked']} deploy, {ev['promote_blocked']} promote)"],
         ["Policy decisions", f"{ev['policy_decision']} ({verdicts})"],
-        ["Rollbacks", ev["rollback"]],
-        ["Teardowns", ev["teardown"]],
+        ["Rollbacks", _with_failed(ev["rollback"], r.failed["rollback"])],
+        ["Teardowns", _with_failed(ev["teardown"], r.failed["teardown"])],
         ["Chaos episodes", f"{r.chaos_total}" + (f" ({episodes_open} still active)" if episodes_open else "")],
         ["Policy engines", _engines(r)],
         ["Skipped lines", f"{r.skipped} (torn or invalid lines in the history file)"],
@@ -435,6 +438,10 @@ def _charts(r: AuditReport) -> list[str]:
 
 
 # --- formatting helpers ---
+
+
+def _with_failed(total: int, failed: int) -> str:
+    return f"{total} ({failed} failed)" if failed else str(total)
 
 
 def _engines(r: AuditReport) -> str:
