@@ -39,7 +39,8 @@ input_violation(rule, field, message, observed) := object.union(
 	{"field": field},
 )
 
-th(name) := thresholds[name] if is_number(thresholds[name])
+# Usable thresholds (numbers only); a rule whose threshold is missing cannot fire, and threshold_invalid denies.
+th := {name: value | some name, value in thresholds; is_number(value)}
 
 # --- malformed input (each names the field; any of them denies) ---
 
@@ -79,43 +80,9 @@ deny contains input_violation("input_type", "stable", msg, type_name(inp.stable)
 	msg := sprintf("input.stable must be an object of window metrics or null, got %s", [type_name(inp.stable)])
 }
 
-deny contains v if {
-	some track in ["canary", "stable"]
-	is_object(inp[track])
-	some v in track_problems(track, inp[track])
-}
-
 positive_number(x) if {
 	is_number(x)
 	x > 0
-}
-
-track_problems(track, t) := problems if {
-	missing := {input_violation("input_missing", sprintf("%s.%s", [track, f]), sprintf("input.%s.%s is missing", [track, f]), null) |
-		some f in array.concat(track_numbers, latency_fields)
-		not f in object.keys(t)
-	}
-	mistyped := {input_violation("input_type", sprintf("%s.%s", [track, f]), msg, t[f]) |
-		some f in track_numbers
-		f in object.keys(t)
-		not non_negative(t[f])
-		msg := sprintf("input.%s.%s must be a number >= 0, got %v", [track, f, t[f]])
-	}
-	latency := {input_violation("input_type", sprintf("%s.%s", [track, f]), msg, t[f]) |
-		some f in latency_fields
-		f in object.keys(t)
-		not latency_ok(t, t[f])
-		msg := sprintf("input.%s.%s must be a number >= 0 (null only when the track saw no requests), got %v", [
-			track, f, t[f],
-		])
-	}
-	inconsistent := {input_violation("input_range", sprintf("%s.errors", [track]), msg, t.errors) |
-		non_negative(t.errors)
-		non_negative(t.requests)
-		t.errors > t.requests
-		msg := sprintf("input.%s.errors (%v) cannot exceed input.%s.requests (%v)", [track, t.errors, track, t.requests])
-	}
-	problems := ((missing | mistyped) | latency) | inconsistent
 }
 
 non_negative(x) if {
@@ -123,27 +90,59 @@ non_negative(x) if {
 	x >= 0
 }
 
-latency_ok(_, value) if non_negative(value)
+# The tracks that are objects, by name.
+tracks := {name: inp[name] | some name in ["canary", "stable"]; is_object(inp[name])}
 
-latency_ok(t, value) if {
+deny contains input_violation("input_missing", sprintf("%s.%s", [name, f]), msg, null) if {
+	some name, t in tracks
+	some f in array.concat(track_numbers, latency_fields)
+	not f in object.keys(t)
+	msg := sprintf("input.%s.%s is missing", [name, f])
+}
+
+deny contains input_violation("input_type", sprintf("%s.%s", [name, f]), msg, t[f]) if {
+	some name, t in tracks
+	some f in track_numbers
+	f in object.keys(t)
+	not non_negative(t[f])
+	msg := sprintf("input.%s.%s must be a number >= 0, got %v", [name, f, t[f]])
+}
+
+deny contains input_violation("input_type", sprintf("%s.%s", [name, f]), msg, t[f]) if {
+	some name, t in tracks
+	some f in latency_fields
+	f in object.keys(t)
+	not non_negative(t[f])
+	not empty_track_null(t, t[f])
+	msg := sprintf("input.%s.%s must be a number >= 0 (null only when the track saw no requests), got %v", [
+		name, f, t[f],
+	])
+}
+
+deny contains input_violation("input_range", sprintf("%s.errors", [name]), msg, t.errors) if {
+	some name, t in tracks
+	non_negative(t.errors)
+	non_negative(t.requests)
+	t.errors > t.requests
+	msg := sprintf("input.%s.errors (%v) cannot exceed input.%s.requests (%v)", [name, t.errors, name, t.requests])
+}
+
+empty_track_null(t, value) if {
 	is_null(value)
 	t.requests == 0
 }
 
 deny contains violation("threshold_invalid", msg, object.get(thresholds, name, null), null, "") if {
 	some name in used_thresholds
-	not th(name)
+	not name in object.keys(th)
 	msg := sprintf("threshold %s is missing or not a number: fix data.json or the manifest's policy.thresholds", [name])
 }
 
 # --- well-typed views the rules read (undefined when the field is malformed, so a rule cannot misfire) ---
 
-metric(track, field) := inp[track][field] if {
-	is_object(inp[track])
-	non_negative(inp[track][field])
-}
+metrics := {name: {f: v | some f, v in t; non_negative(v)} | some name, t in tracks}
 
-enough(track) if metric(track, "requests") >= th("min_requests")
+enough(track) if metrics[track].requests >= th.min_requests
 
 window := inp.window_seconds if positive_number(inp.window_seconds)
 
@@ -154,57 +153,57 @@ round2(x) := round(x * 100) / 100
 
 # --- absolute rules on the canary ---
 
-deny contains violation("error_rate", msg, observed, th("max_error_rate_percent"), "%") if {
-	observed := metric("canary", "error_rate_percent")
-	observed > th("max_error_rate_percent")
+deny contains violation("error_rate", msg, observed, th.max_error_rate_percent, "%") if {
+	observed := metrics.canary.error_rate_percent
+	observed > th.max_error_rate_percent
 	msg := sprintf("canary error rate %v %% (%v of %v requests) over %v s is above the maximum of %v %%", [
-		observed, metric("canary", "errors"), metric("canary", "requests"), window, th("max_error_rate_percent"),
+		observed, metrics.canary.errors, metrics.canary.requests, window, th.max_error_rate_percent,
 	])
 }
 
-deny contains violation("p99_latency", msg, observed, th("max_p99_latency_ms"), "ms") if {
-	observed := metric("canary", "p99_ms")
-	observed > th("max_p99_latency_ms")
+deny contains violation("p99_latency", msg, observed, th.max_p99_latency_ms, "ms") if {
+	observed := metrics.canary.p99_ms
+	observed > th.max_p99_latency_ms
 	msg := sprintf("canary P99 latency %v ms over %v s is above the maximum of %v ms", [
-		observed, window, th("max_p99_latency_ms"),
+		observed, window, th.max_p99_latency_ms,
 	])
 }
 
 # --- relative rules: canary clearly worse than stable over the same window ---
 
-deny contains violation("error_rate_vs_stable", msg, increase, th("max_error_rate_increase_percent"), "points") if {
+deny contains violation("error_rate_vs_stable", msg, increase, th.max_error_rate_increase_percent, "points") if {
 	enough("canary")
 	enough("stable")
-	raw := metric("canary", "error_rate_percent") - metric("stable", "error_rate_percent")
-	raw > th("max_error_rate_increase_percent")
+	raw := metrics.canary.error_rate_percent - metrics.stable.error_rate_percent
+	raw > th.max_error_rate_increase_percent
 	increase := round2(raw)
 	msg := sprintf("canary error rate %v %% is %v points above stable's %v %%; at most %v points are allowed", [
-		metric("canary", "error_rate_percent"), increase, metric("stable", "error_rate_percent"),
-		th("max_error_rate_increase_percent"),
+		metrics.canary.error_rate_percent, increase, metrics.stable.error_rate_percent,
+		th.max_error_rate_increase_percent,
 	])
 }
 
-deny contains violation("p99_vs_stable", msg, ratio, th("max_p99_ratio"), "x") if {
+deny contains violation("p99_vs_stable", msg, ratio, th.max_p99_ratio, "x") if {
 	enough("canary")
 	enough("stable")
-	metric("stable", "p99_ms") > 0
+	metrics.stable.p99_ms > 0
 	# Below the floor both tracks are fast; a ratio of tiny latencies is noise, not a regression.
-	metric("canary", "p99_ms") >= th("min_p99_ms_for_ratio")
-	raw := metric("canary", "p99_ms") / metric("stable", "p99_ms")
-	raw > th("max_p99_ratio")
+	metrics.canary.p99_ms >= th.min_p99_ms_for_ratio
+	raw := metrics.canary.p99_ms / metrics.stable.p99_ms
+	raw > th.max_p99_ratio
 	ratio := round2(raw)
 	msg := sprintf("canary P99 %v ms is %v times stable's %v ms; at most %v times is allowed", [
-		metric("canary", "p99_ms"), ratio, metric("stable", "p99_ms"), th("max_p99_ratio"),
+		metrics.canary.p99_ms, ratio, metrics.stable.p99_ms, th.max_p99_ratio,
 	])
 }
 
 # --- too little evidence ---
 
-inconclusive contains violation("min_requests", msg, observed, th("min_requests"), "requests") if {
-	observed := metric("canary", "requests")
-	observed < th("min_requests")
+inconclusive contains violation("min_requests", msg, observed, th.min_requests, "requests") if {
+	observed := metrics.canary.requests
+	observed < th.min_requests
 	msg := sprintf("only %v canary requests in the %v s window; at least %v are needed to judge the canary: send more traffic or lengthen policy.window_seconds", [
-		observed, window, th("min_requests"),
+		observed, window, th.min_requests,
 	])
 }
 

@@ -41,9 +41,11 @@ valid_number(x) if {
 	x >= 0
 }
 
-num(field) := inp[field] if valid_number(inp[field])
+# The well-typed facts the rules read (a malformed one is absent here, so no rule can misfire on it).
+facts := {name: value | some name, value in inp; valid_number(value)}
 
-th(name) := thresholds[name] if is_number(thresholds[name])
+# Usable thresholds (numbers only); a rule whose threshold is missing cannot fire, and threshold_invalid denies.
+th := {name: value | some name, value in thresholds; is_number(value)}
 
 # --- malformed input ---
 
@@ -87,31 +89,31 @@ deny contains input_violation("input_type", "disk_path", msg, inp.disk_path) if 
 
 deny contains violation("threshold_invalid", msg, object.get(thresholds, name, null), null, "") if {
 	some name in used_thresholds
-	not th(name)
+	not name in object.keys(th)
 	msg := sprintf("threshold %s is missing or not a number: fix data.json or the manifest's policy.thresholds", [name])
 }
 
 # --- rules ---
 
-deny contains violation("disk_free", msg, num("disk_free_gb"), th("min_disk_free_gb"), "GB") if {
-	num("disk_free_gb") < th("min_disk_free_gb")
+deny contains violation("disk_free", msg, facts.disk_free_gb, th.min_disk_free_gb, "GB") if {
+	facts.disk_free_gb < th.min_disk_free_gb
 	path := object.get(inp, "disk_path", "the deploy filesystem")
 	msg := sprintf("only %v GB free on %v, below the minimum of %v GB: free some disk space", [
-		num("disk_free_gb"), path, th("min_disk_free_gb"),
+		facts.disk_free_gb, path, th.min_disk_free_gb,
 	])
 }
 
-deny contains violation("cpu_load", msg, num("cpu_load_1m"), th("max_cpu_load"), "load") if {
-	num("cpu_load_1m") > th("max_cpu_load")
+deny contains violation("cpu_load", msg, facts.cpu_load_1m, th.max_cpu_load, "load") if {
+	facts.cpu_load_1m > th.max_cpu_load
 	msg := sprintf("1-minute load average %v is above the maximum of %v: wait for the host to calm down", [
-		num("cpu_load_1m"), th("max_cpu_load"),
+		facts.cpu_load_1m, th.max_cpu_load,
 	])
 }
 
-deny contains violation("memory_used", msg, num("memory_used_percent"), th("max_memory_used_percent"), "%") if {
-	num("memory_used_percent") > th("max_memory_used_percent")
+deny contains violation("memory_used", msg, facts.memory_used_percent, th.max_memory_used_percent, "%") if {
+	facts.memory_used_percent > th.max_memory_used_percent
 	msg := sprintf("memory used %v %% is above the maximum of %v %%: free some memory", [
-		num("memory_used_percent"), th("max_memory_used_percent"),
+		facts.memory_used_percent, th.max_memory_used_percent,
 	])
 }
 
