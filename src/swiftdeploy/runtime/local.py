@@ -176,7 +176,7 @@ class LocalRuntime:
             if time.monotonic() >= deadline:
                 raise HealthTimeout(
                     f"{rec.name} (pid {rec.pid}) did not answer GET http://127.0.0.1:{rec.port}/healthz with 200 "
-                    f"within {timeout:g}s; last answer: {last}" + self._log_excerpt(rec.log),
+                    f"within {round(timeout, 1):g}s; last answer: {last}" + self._log_excerpt(rec.log),
                     hint=f"see {rec.log}; raise --timeout if the app is just slow to start",
                 )
             time.sleep(0.1)

@@ -26,6 +26,7 @@ from ..fsutil import atomic_write
 # Popen objects of the processes this Python process started, so stopping them also reaps them (no zombies,
 # no "subprocess is still running" warnings when tests drive the library in-process).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_EXIT_CODES: dict[int, int] = {}  # exit codes of reaped children, for error messages
 
 
 @dataclass
@@ -118,20 +119,22 @@ def _reap(pid: int) -> int | None:
         code = child.poll()
         if code is not None:
             _CHILDREN.pop(pid, None)
+            _EXIT_CODES[pid] = code
         return code
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return None
-    return os.waitstatus_to_exitcode(status) if done else None
+    if not done:
+        return None
+    _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+    return _EXIT_CODES[pid]
 
 
 def exit_code(record: ProcRecord) -> int | None:
     """Exit code of a process that died, when this process started it and could reap it."""
-    child = _CHILDREN.get(record.pid)
-    if child is not None:
-        return child.poll()
-    return None
+    _reap(record.pid)
+    return _EXIT_CODES.get(record.pid)
 
 
 def is_running(record: ProcRecord | None) -> bool:
