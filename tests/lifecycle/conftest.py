@@ -15,6 +15,7 @@ def stack_dir(tmp_path):
         yield folder
     finally:
         manifest = folder / "manifest.yaml"
-        if manifest.exists() and (folder / ".swiftdeploy" / "pids").is_dir():
+        pids = folder / ".swiftdeploy" / "pids"
+        if manifest.exists() and pids.is_dir() and any(pids.glob("*.json")):
             cli(manifest, "teardown", timeout=60)
         kill_leftovers(folder)

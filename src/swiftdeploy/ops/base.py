@@ -7,8 +7,6 @@ import contextlib
 import hashlib
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,11 +189,15 @@ class FileTxn:
 
 def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
     """(status, parsed JSON or text) of one request. Raises OperationFailed naming the URL when nothing answers."""
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(body).encode() if body is not None else None
     headers = {"User-Agent": "swiftdeploy", **({"Content-Type": "application/json"} if data else {})}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we build
+        # No proxy: these are 127.0.0.1 URLs, and an http_proxy in the environment must not capture them.
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as resp:
             status, raw = resp.status, resp.read(65536)
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read(65536)

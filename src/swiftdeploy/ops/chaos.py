@@ -150,7 +150,7 @@ def traffic(
 
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     began = time.monotonic()
-    with httpx.Client(timeout=timeout, limits=limits) as client, ThreadPoolExecutor(workers) as pool:
+    with httpx.Client(timeout=timeout, limits=limits, trust_env=False) as client, ThreadPoolExecutor(workers) as pool:
         for i in range(total):
             if stop is not None and stop.is_set():
                 break

@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +51,13 @@ def find_nginx() -> str:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     """(status, body) of a GET; raises OSError (URLError, timeouts, refused) when there is no HTTP answer."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "swiftdeploy"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we build
+        # No proxy: these are 127.0.0.1 URLs, and an http_proxy in the environment must not capture them.
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as resp:
             return resp.status, resp.read(4096).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(4096).decode("utf-8", "replace")
