@@ -60,8 +60,10 @@ def write_manifest(folder: Path, *, weight: int = 50, command: list[str] | None 
     return path
 
 
-def cli(manifest: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def cli(
+    manifest: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**(env or os.environ), "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [SWIFTDEPLOY, "-m", str(manifest), *args], capture_output=True, text=True, timeout=timeout, env=env
     )

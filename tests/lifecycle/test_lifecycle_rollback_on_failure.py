@@ -1,0 +1,90 @@
+"""A promotion that fails after the gate puts the manifest and the generated files back exactly, and leaves the
+running tracks serving. The app here is the real demo API behind a tiny launcher that refuses to start for one
+MODE:APP_VERSION pair (named by SWIFTDEPLOY_TEST_FAIL in the environment the CLI passes on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+import httpx
+import pytest
+from lifecycle_support import cli, leftovers, write_manifest
+
+from swiftdeploy import history
+from swiftdeploy.manifest import load_manifest
+from swiftdeploy.ops import traffic
+
+LAUNCHER = """\
+import os, runpy, sys
+if os.environ.get("SWIFTDEPLOY_TEST_FAIL") == os.environ["MODE"] + ":" + os.environ["APP_VERSION"]:
+    print("launcher: refusing to start " + os.environ["MODE"] + " " + os.environ["APP_VERSION"], file=sys.stderr)
+    sys.exit(3)
+sys.argv = ["demo_api"]
+runpy.run_module("demo_api", run_name="__main__")
+"""
+
+
+def files(folder):
+    names = ["manifest.yaml", "docker-compose.yml", "nginx.conf", ".swiftdeploy/nginx/nginx.conf"]
+    return {name: (folder / name).read_text() for name in names}
+
+
+@pytest.fixture
+def launcher_stack(stack_dir):
+    launcher = stack_dir / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    manifest = write_manifest(stack_dir, command=[sys.executable, str(launcher)])
+    assert cli(manifest, "deploy").returncode == 0
+    return manifest
+
+
+def fail_env(pair):
+    return {**os.environ, "SWIFTDEPLOY_TEST_FAIL": pair}
+
+
+def test_failed_promote_canary_restores_everything(launcher_stack, stack_dir):
+    manifest = launcher_stack
+    m = load_manifest(manifest)
+    before = files(stack_dir)
+    r = cli(manifest, "promote", "canary", env=fail_env("canary:2.0.0"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "app-canary exited before becoming healthy (exit code 3)" in r.stderr
+    assert "launcher: refusing to start canary 2.0.0" in r.stderr
+    assert files(stack_dir) == before
+    assert not (stack_dir / ".swiftdeploy" / "pids" / "app-canary.json").exists()
+    response = httpx.get(f"http://127.0.0.1:{m.nginx.port}/", timeout=10)
+    assert response.status_code == 200 and response.headers["x-mode"] == "stable"
+    assert [r["event"] for r in history.read(stack_dir / "history.jsonl")][-1] == "promote_failed"
+
+
+def test_failed_promote_stable_restores_everything(launcher_stack, stack_dir):
+    manifest = launcher_stack
+    assert cli(manifest, "promote", "canary").returncode == 0
+    m = load_manifest(manifest)
+    before = files(stack_dir)
+    pids_before = {p.name: json.loads(p.read_text())["pid"] for p in (stack_dir / ".swiftdeploy/pids").glob("*.json")}
+    stop = threading.Event()
+    sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
+    sender.start()
+    try:
+        r = cli(manifest, "promote", "stable", "--window", "3", env=fail_env("stable:2.0.0"))
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "app exited before becoming healthy (exit code 3)" in r.stderr
+    assert files(stack_dir) == before  # manifest still in canary mode, generated files as they were
+    pids_after = {p.name: json.loads(p.read_text())["pid"] for p in (stack_dir / ".swiftdeploy/pids").glob("*.json")}
+    assert pids_after == pids_before  # the old stable and the canary still run
+    with httpx.Client(timeout=10) as client:
+        seen = {client.get(f"http://127.0.0.1:{m.nginx.port}/").headers["x-mode"] for _ in range(30)}
+    assert seen == {"stable", "canary"}
+    # rollback is never gated and works from here
+    r = cli(manifest, "rollback")
+    assert r.returncode == 0, r.stderr
+    assert load_manifest(manifest).services.mode == "stable"
+    assert cli(manifest, "teardown").returncode == 0
+    assert leftovers(stack_dir) == []
