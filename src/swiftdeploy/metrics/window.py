@@ -44,6 +44,7 @@ class TrackWindow:
 
 
 def window(before: Scrape, after: Scrape) -> TrackWindow:
+    """What one track served between two scrapes of it: requests, 5xx errors, error rate, P50/P99, seconds."""
     restarted = _restarted(before, after)
     counts = _deltas(before.requests, after.requests, restarted)
     buckets = _deltas(before.buckets, after.buckets, restarted)
