@@ -7,14 +7,17 @@ app, or wants the name of a built-in command, is reported (`PluginStatus`) and s
 `SWIFTDEPLOY_PLUGINS` selects: unset/empty/`1`/`all` = every plugin, `0`/`none`/`off` = none (nothing is scanned or
 imported), `a,b` = only those names (the others are listed as disabled and never imported).
 
-Start-up cost: `importlib.metadata` alone costs ~30 ms to import, so a cheap scan of sys.path for any
-`entry_points.txt` mentioning the group runs first; with no plugin installed the metadata machinery is never loaded.
+Start-up cost: `importlib.metadata` alone costs ~30 ms to import (the email parser, zipfile, csv), so discovery reads
+the dist-info folders on sys.path itself (`scan`) and falls back to importlib.metadata only for what it cannot judge
+(a zip archive or an .egg on sys.path).
 
 Library code: nothing here prints. `swiftdeploy.cli` turns the statuses into warning lines.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import re
 import sys
@@ -24,8 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
-
     import typer
 
 GROUP = "swiftdeploy.plugins"
@@ -94,41 +95,122 @@ def selection(environ: Mapping[str, str] | None = None) -> Selection:
     return Selection(raw, True, frozenset(n.strip() for n in value.split(",") if n.strip()))
 
 
-def may_have_plugins(paths: Iterable[str] | None = None) -> bool:
-    """Cheap pre-scan: False only when no dist-info/egg-info on `paths` (default sys.path) mentions the group.
+class Candidate:
+    """One entry point of the group: its name, value (`pkg.module:attr`), distribution, and how to load it."""
 
-    Anything it cannot judge (a zip or an .egg on sys.path) answers True so importlib.metadata has the last word.
+    __slots__ = ("name", "value", "dist", "version", "_loader")
+
+    def __init__(self, name: str, value: str, dist: str | None, version: str | None, loader: Any) -> None:
+        self.name, self.value, self.dist, self.version, self._loader = name, value, dist, version, loader
+
+    def load(self) -> Any:
+        return self._loader()
+
+
+def entry_points(paths: Iterable[str] | None = None) -> list[Candidate]:
+    """Every installed entry point of the group; per distribution the first on `paths` (default sys.path) wins."""
+    found = scan(paths)
+    if found is not None:
+        return found
+    from importlib.metadata import distributions  # the slow, general path (zip archives, eggs)
+
+    seen: set[str] = set()
+    candidates = []
+    for dist in distributions() if paths is None else distributions(path=list(paths)):
+        key = re.sub(r"[-_.]+", "_", dist.metadata["Name"] or "").lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        for ep in dist.entry_points:
+            if ep.group == GROUP:
+                candidates.append(Candidate(ep.name, ep.value, dist.metadata["Name"], dist.version, ep.load))
+    return candidates
+
+
+def scan(paths: Iterable[str] | None = None) -> list[Candidate] | None:
+    """Discovery without importlib.metadata (~30 ms to import): read the dist-info/egg-info folders directly.
+
+    Returns None when something on the path needs importlib.metadata to judge (a zip archive, an .egg).
     """
     needle = GROUP.encode()
+    seen: set[str] = set()
+    found: list[Candidate] = []
     for entry in sys.path if paths is None else paths:
         try:
-            listing = os.scandir(entry or ".")
+            with os.scandir(entry or ".") as listing:
+                items = sorted((item.name, item.path) for item in listing)
         except NotADirectoryError:
-            return True  # a zip archive on sys.path
+            return None  # a zip archive on sys.path
         except OSError:
             continue  # missing folders are common on sys.path (python311.zip)
-        with listing:
-            for item in listing:
-                name = item.name
-                if name.endswith((".dist-info", ".egg-info")):
-                    try:
-                        with open(os.path.join(item.path, "entry_points.txt"), "rb") as fh:
-                            if needle in fh.read():
-                                return True
-                    except OSError:
-                        continue
-                elif name.endswith(".egg"):
-                    return True
-    return False
+        for name, path in items:
+            if name.endswith(".egg"):
+                return None
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            key = re.sub(r"[-_.]+", "_", name.rsplit(".", 1)[0].split("-")[0]).lower()
+            if key in seen:
+                continue  # shadowed by the same distribution earlier on sys.path, as for imports
+            seen.add(key)
+            try:
+                with open(os.path.join(path, "entry_points.txt"), "rb") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+            if needle not in raw:
+                continue
+            dist, version = _dist_meta(path)
+            for ep_name, value in _group_entries(raw.decode("utf-8", "replace")):
+                found.append(Candidate(ep_name, value, dist, version, functools.partial(_load_value, value)))
+    return found
 
 
-def entry_points() -> list[EntryPoint]:
-    """Every installed entry point of the group (one per distribution and name; first on sys.path wins)."""
-    if not may_have_plugins():
-        return []
-    from importlib.metadata import entry_points as _entry_points
+def _group_entries(text: str) -> list[tuple[str, str]]:
+    """`name = value` lines of the [swiftdeploy.plugins] section of an entry_points.txt."""
+    entries, section = [], None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == GROUP and "=" in line:
+            name, value = line.split("=", 1)
+            entries.append((name.strip(), value.strip()))
+    return entries
 
-    return list(_entry_points(group=GROUP))
+
+def _dist_meta(path: str) -> tuple[str | None, str | None]:
+    """Name and Version from the METADATA (PKG-INFO for egg-info) header block, without the email parser."""
+    fields: dict[str, str] = {}
+    for meta in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(path, meta), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break  # end of the headers
+                    key, sep, value = line.partition(":")
+                    if sep and key in ("Name", "Version"):
+                        fields.setdefault(key, value.strip())
+            break
+        except OSError:
+            continue
+    return fields.get("Name"), fields.get("Version")
+
+
+_VALUE_RE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+def _load_value(value: str) -> Any:
+    """Import `pkg.module:attr.sub` the way importlib.metadata.EntryPoint.load does."""
+    match = _VALUE_RE.match(value)
+    if not match:
+        raise ValueError(f"malformed entry point value {value!r}; use 'package.module:attribute'")
+    obj = importlib.import_module(match["module"])
+    for part in (match["attr"] or "").split("."):
+        if part:
+            obj = getattr(obj, part)
+    return obj
 
 
 def command_names(app: typer.Typer) -> set[str]:
@@ -165,13 +247,7 @@ def load_plugins(app: typer.Typer, environ: Mapping[str, str] | None = None) -> 
     statuses: list[PluginStatus] = []
     seen: set[str] = set()
     for ep in sorted(entry_points(), key=lambda e: e.name):
-        dist = getattr(ep, "dist", None)
-        base = {
-            "name": ep.name,
-            "value": ep.value,
-            "dist": dist.name if dist is not None else None,
-            "version": dist.version if dist is not None else None,
-        }
+        base = {"name": ep.name, "value": ep.value, "dist": ep.dist, "version": ep.version}
         seen.add(ep.name)
         if not chosen.allows(ep.name):
             statuses.append(PluginStatus(status="disabled", error=f"not listed in {ENV_VAR}", **base))
