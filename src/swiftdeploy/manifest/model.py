@@ -86,6 +86,9 @@ class Thresholds(Strict):
         None, ge=0, le=100, description="Relative rule: canary error rate minus stable's, in percentage points."
     )
     max_p99_ratio: float | None = Field(None, ge=1, description="Relative rule: canary P99 / stable P99.")
+    min_p99_ms_for_ratio: float | None = Field(
+        None, ge=0, description="Relative rule noise floor: the P99 ratio rule applies only above this canary P99 (ms)."
+    )
 
     def overrides(self) -> dict[str, float | int]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
