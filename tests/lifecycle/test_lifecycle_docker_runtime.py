@@ -129,12 +129,39 @@ def test_runtime_runs_the_built_commands(manifest):
     assert rec.calls == [
         rt.up_argv(base, 45),
         rt.track_up_argv(base, "api-canary", 20),
-        rt.rm_argv(base, "api-canary"),
+        # Stable mode: the file defines no canary, so it is removed through the SDK (none runs here), not `rm`.
         rt.track_up_argv(base, "nginx", 60),
         rt.down_argv(base),
     ]
     assert client.pings == 1  # one engine check per runtime object
     assert client.containers.calls[0] == {"all": True, "filters": {"label": f"{rt.PROJECT_LABEL}=swiftdeploy-api"}}
+
+
+class StoppableContainer(FakeContainer):
+    def __init__(self, service, log):
+        super().__init__(service)
+        self.log = log
+
+    def stop(self, timeout):
+        self.log.append(("stop", self.name, timeout))
+
+    def remove(self):
+        self.log.append(("remove", self.name))
+
+
+def test_stop_track_of_a_service_the_file_no_longer_defines_uses_the_sdk(manifest):
+    # Found on a real engine (scripts/e2e_docker.sh): after promote stable / rollback the regenerated compose file
+    # has no canary service and `docker compose rm app-canary` fails with "no such service".
+    log = []
+    client = FakeClient(containers=[StoppableContainer("api", log), StoppableContainer("api-canary", log)])
+    rec = Recorder()
+    runtime(client, rec).stop_track(manifest, "canary")
+    assert rec.calls == []
+    assert log == [("stop", "swiftdeploy-api-api-canary-1", 10), ("remove", "swiftdeploy-api-api-canary-1")]
+    canary_mode = manifest.model_copy(update={"services": manifest.services.model_copy(update={"mode": "canary"})})
+    runtime(client, rec).stop_track(canary_mode, "canary")
+    base = rt.compose_base(COMPOSE, "swiftdeploy-api", manifest.out_dir / "docker-compose.yml")
+    assert rec.calls == [rt.rm_argv(base, "api-canary")]
 
 
 def test_no_engine_is_a_clear_error_and_runs_nothing(manifest, monkeypatch):

@@ -170,6 +170,28 @@ def container_health(client: Any, project: str) -> dict[str, ServiceHealth]:
     return result
 
 
+def remove_service_containers(client: Any, project: str, service: str, grace: int = 10) -> list[str]:
+    """Stop (SIGTERM, SIGKILL after `grace` s) and remove the project's containers of `service`; their names."""
+    from docker.errors import APIError, NotFound
+
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}):
+        if (container.labels or {}).get(SERVICE_LABEL) != service:
+            continue
+        try:
+            container.stop(timeout=grace)
+            container.remove()
+        except NotFound:
+            pass  # gone meanwhile: what we wanted
+        except APIError as exc:
+            raise OperationFailed(
+                f"removing {service} failed: {exc.explanation or exc}",
+                hint=f"remove it by hand: `docker rm -f {container.name}`",
+            ) from None
+        removed.append(container.name)
+    return removed
+
+
 # --- the runtime ---------------------------------------------------------------------------------------------
 
 
@@ -246,8 +268,14 @@ class DockerRuntime:
             raise
 
     def stop_track(self, m: Manifest, track: Track) -> None:
-        self.client()
-        self._exec(rm_argv(self.base(m), service_of(m, track)), timeout=120, what=f"removing {service_of(m, track)}")
+        client = self.client()
+        service = service_of(m, track)
+        if track == "stable" or m.services.mode == "canary":
+            self._exec(rm_argv(self.base(m), service), timeout=120, what=f"removing {service}")
+            return
+        # Mode is back to stable (promote stable, rollback): the compose file no longer defines the canary, and
+        # `compose rm` answers "no such service". Remove its containers by their compose labels instead.
+        remove_service_containers(client, m.project_name, service)
 
     def reload_proxy(self, m: Manifest) -> None:
         # Recreate instead of `nginx -s reload`: see the module docstring (single-file bind mount).

@@ -1,0 +1,338 @@
+"""The docker end-to-end story, run by scripts/e2e_docker.sh against its private engine (DOCKER_HOST is set).
+
+Every step goes through the real `swiftdeploy` console script, as a person would type it, and checks its exit code
+and what a client sees on the 127.0.0.1 published ports:
+
+  deploy -> requests (headers, 404 JSON for /metrics and /chaos, admin listener) -> promote canary -> split seen
+  -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover -> promote stable
+  under traffic (exit 0) -> traffic on the new stable -> status --once -> audit -> teardown -> nothing left.
+
+A failing step prints its name, the command's output and the tail of `docker compose logs`; teardown (and, if that
+fails, `docker compose down -v`) runs whatever happened. Phase timings go to --timings as "name<TAB>seconds" lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+PROJECT = "sde2e"
+NETWORK = "sde2e-net"
+WINDOW = 6  # seconds of canary metrics per promotion verdict
+RPS = 25  # traffic while a verdict window runs: WINDOW * RPS requests, far above the policy's min_requests
+
+MANIFEST = """\
+# swiftdeploy docker end-to-end manifest, written by scripts/e2e/story.py into a temporary folder.
+project: {project}
+services:
+  name: app
+  image: {stable_image}       # built from src/demo_api/Dockerfile on the local Debian base
+  version: 1.0.0
+  port: 3000
+canary:
+  image: {canary_image}       # the same build under the next version's tag
+  version: 2.0.0
+  weight: 50                  # half of the public traffic goes to the canary
+nginx:
+  image: {nginx_image}
+  port: {public_port}
+  admin_port: {admin_port}
+  proxy_timeout: 10s
+network:
+  name: {network}
+runtime: docker
+policy:
+  engine: embedded            # no OPA image can be pulled here; same Rego, evaluated in-process
+  window_seconds: {window}
+  thresholds:
+    # Relaxed HOST thresholds: image builds just ran on a busy 2-core machine, so a 1-minute load well above 2.0
+    # is expected. The CANARY thresholds stay the policy defaults: the blocked promotion must be a real verdict.
+    max_cpu_load: {max_load}
+    min_disk_free_gb: 1
+    max_memory_used_percent: 98
+"""
+
+
+class StepFailed(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Story:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir = Path(args.workdir)
+        self.manifest = self.dir / "manifest.yaml"
+        ports: set[int] = set()
+        while len(ports) < 2:
+            ports.add(free_port())
+        self.public_port, self.admin_port = sorted(ports)
+
+    # --- plumbing -----------------------------------------------------------------------------------------------
+    def sd(self, *argv: str, expect: int = 0, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `swiftdeploy -m manifest ARGV...` and require exit code `expect`."""
+        cmd = [self.args.swiftdeploy, "-m", str(self.manifest), *argv]
+        print(f"  $ swiftdeploy {' '.join(argv)}", flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != expect:
+            raise StepFailed(
+                f"`swiftdeploy {' '.join(argv)}` exited {done.returncode}, expected {expect}\n"
+                f"--- stdout\n{done.stdout[-3000:]}--- stderr\n{done.stderr[-3000:]}"
+            )
+        return done
+
+    def get(self, port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
+
+    def manifest_says(self, needle: str) -> None:
+        text = self.manifest.read_text(encoding="utf-8")
+        if needle not in text:
+            raise StepFailed(f"the manifest should contain {needle!r}:\n{text}")
+        if "# the same build under the next version's tag" not in text and "mode: canary" in text:
+            raise StepFailed("the manifest lost its comments on a round-trip edit")
+
+    def compose(self, *argv: str) -> str:
+        cmd = ["docker", "compose", "-p", PROJECT, "-f", str(self.dir / "docker-compose.yml"), *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        return done.stdout + done.stderr
+
+    def expect(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise StepFailed(message)
+
+    # --- the steps ----------------------------------------------------------------------------------------------
+    def write_manifest(self) -> None:
+        self.manifest.write_text(
+            MANIFEST.format(
+                project=PROJECT,
+                network=NETWORK,
+                stable_image=self.args.stable_image,
+                canary_image=self.args.canary_image,
+                nginx_image=self.args.nginx_image,
+                public_port=self.public_port,
+                admin_port=self.admin_port,
+                window=WINDOW,
+                max_load=max(8.0, 4.0 * (os.cpu_count() or 1)),
+            ),
+            encoding="utf-8",
+        )
+
+    def deploy(self) -> None:
+        self.sd("deploy", "--timeout", "180")
+        for name in ("docker-compose.yml", "nginx.conf"):
+            self.expect((self.dir / name).is_file(), f"deploy did not write {name}")
+
+    def requests_stable(self) -> None:
+        for _ in range(10):
+            status, headers, body = self.get(self.public_port, "/")
+            self.expect(status == 200, f"GET / answered {status}: {body[:200]}")
+            self.expect(headers.get("x-deployed-by") == "swiftdeploy", f"X-Deployed-By missing: {headers}")
+            self.expect(headers.get("x-mode") == "stable", f"X-Mode should be stable: {headers}")
+            self.expect(json.loads(body).get("version") == "1.0.0", f"stable should be 1.0.0: {body}")
+        for path in ("/metrics", "/chaos", "/metrics/x"):
+            status, headers, body = self.get(self.public_port, path)
+            self.expect(status == 404, f"public {path} should be 404, got {status}")
+            self.expect(json.loads(body).get("code") == 404, f"public {path}: not the JSON 404 body: {body[:200]}")
+            self.expect(headers.get("x-deployed-by") == "swiftdeploy", f"X-Deployed-By missing on {path}")
+        status, _, body = self.get(self.admin_port, "/stable/metrics")
+        self.expect(status == 200 and "http_requests_total" in body, f"admin /stable/metrics: {status} {body[:200]}")
+        status, _, body = self.get(self.admin_port, "/stable/healthz")
+        self.expect(status == 200, f"admin /stable/healthz: {status} {body[:200]}")
+        status, _, body = self.get(self.admin_port, "/canary/healthz")
+        self.expect(status == 503, f"admin /canary/healthz in stable mode should be 503, got {status}")
+
+    def promote_canary(self) -> None:
+        self.sd("promote", "canary", "--timeout", "180")
+        self.manifest_says("mode: canary")
+
+    def split(self) -> None:
+        modes: dict[str, int] = {}
+        versions: dict[str, set[str]] = {}
+        for _ in range(60):  # both tracks unseen in 60 draws at weight 50: p = 2 * 0.5**60
+            status, headers, body = self.get(self.public_port, "/")
+            self.expect(status == 200, f"GET / answered {status}: {body[:200]}")
+            mode = headers.get("x-mode", "-")
+            modes[mode] = modes.get(mode, 0) + 1
+            versions.setdefault(mode, set()).add(json.loads(body).get("version"))
+        print(f"  split over 60 requests: {modes}", flush=True)
+        self.expect(set(modes) == {"stable", "canary"}, f"both tracks should answer, saw {modes}")
+        self.expect(versions == {"stable": {"1.0.0"}, "canary": {"2.0.0"}}, f"versions per track: {versions}")
+        for _ in range(10):
+            _, headers, _ = self.get(self.public_port, "/", {"X-Canary": "always"})
+            self.expect(headers.get("x-mode") == "canary", f"X-Canary: always reached {headers.get('x-mode')}")
+        status, _, _ = self.get(self.admin_port, "/canary/healthz")
+        self.expect(status == 200, f"admin /canary/healthz in canary mode: {status}")
+
+    def chaos_error(self) -> None:
+        self.sd("chaos", "error", "--rate", "0.5", "--track", "canary")
+        errors = sum(self.get(self.public_port, "/", {"X-Canary": "always"})[0] == 500 for _ in range(20))
+        self.expect(errors > 0, "no HTTP 500 from the canary in 20 requests after chaos error --rate 0.5")
+
+    def promote_with_traffic(self, expect: int) -> subprocess.CompletedProcess[str]:
+        """`swiftdeploy promote stable` while `swiftdeploy traffic` runs for the whole window."""
+        traffic_cmd = [self.args.swiftdeploy, "-m", str(self.manifest), "traffic", "--json"]
+        traffic_cmd += ["--rps", str(RPS), "--duration", str(WINDOW + 8)]
+        sender = subprocess.Popen(traffic_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)  # the window should see traffic from its first second
+            return self.sd("promote", "stable", "--window", str(WINDOW), "--timeout", "180", expect=expect)
+        finally:
+            try:
+                out, err = sender.communicate(timeout=WINDOW + 40)
+            except subprocess.TimeoutExpired:
+                sender.kill()
+                out, err = sender.communicate()
+            if sender.returncode == 0 and out:
+                summary = json.loads(out)
+                print(f"  traffic: {summary['sent']} sent, {summary['by_status']}, {summary['by_mode']}", flush=True)
+            else:
+                print(f"  traffic exited {sender.returncode}: {err[-500:]}", flush=True)
+
+    def promote_blocked(self) -> None:
+        before = {p: (self.dir / p).read_text() for p in ("manifest.yaml", "docker-compose.yml", "nginx.conf")}
+        done = self.promote_with_traffic(expect=3)
+        text = done.stdout + done.stderr
+        self.expect("error" in text.lower(), f"the blocked promotion should name the error-rate rule:\n{text}")
+        for path, old in before.items():
+            self.expect((self.dir / path).read_text() == old, f"a blocked promotion changed {path}")
+        _, headers, _ = self.get(self.public_port, "/", {"X-Canary": "always"})
+        self.expect(headers.get("x-mode") == "canary", "the canary should still run after a blocked promotion")
+
+    def recover(self) -> None:
+        self.sd("chaos", "recover", "--track", "canary")
+        statuses = {self.get(self.public_port, "/", {"X-Canary": "always"})[0] for _ in range(10)}
+        self.expect(statuses == {200}, f"the canary still fails after recover: {statuses}")
+
+    def promote_allowed(self) -> None:
+        self.promote_with_traffic(expect=0)
+        self.manifest_says("mode: stable")
+        self.manifest_says("version: 2.0.0")
+
+    def after_promotion(self) -> None:
+        done = self.sd("traffic", "--rps", "20", "--duration", "2", "--json")
+        summary = json.loads(done.stdout)
+        self.expect(summary["by_status"] == {"200": summary["sent"]}, f"only 200s expected: {summary['by_status']}")
+        self.expect(summary["by_mode"] == {"stable": summary["sent"]}, f"only stable expected: {summary['by_mode']}")
+        status, headers, body = self.get(self.public_port, "/")
+        self.expect(json.loads(body).get("version") == "2.0.0", f"the new stable should be 2.0.0: {body}")
+        status, _, _ = self.get(self.admin_port, "/canary/healthz")
+        self.expect(status == 503, f"no canary should run after the promotion (admin /canary/healthz: {status})")
+        ps = self.compose("ps", "--format", "{{.Service}}")
+        self.expect("app-canary" not in ps, f"the canary container should be gone:\n{ps}")
+
+    def status(self) -> None:
+        done = self.sd("status", "--once")
+        self.expect("stable" in done.stdout, f"status --once shows no stable track:\n{done.stdout}")
+        snapshot = json.loads(self.sd("status", "--json").stdout)
+        self.expect("stable" in snapshot.get("tracks", {}), f"status --json has no stable track: {snapshot}")
+
+    def audit(self) -> None:
+        self.sd("audit")
+        reports = list(self.dir.glob("**/audit_report.md"))
+        self.expect(bool(reports), "audit wrote no audit_report.md")
+        text = reports[0].read_text(encoding="utf-8")
+        self.expect("promote" in text.lower(), "the audit report does not mention the promotions")
+
+    def teardown(self) -> None:
+        self.sd("teardown")
+        self.nothing_left()
+
+    def nothing_left(self) -> None:
+        # The engine is private to this run: after teardown it must hold no container, network or volume at all.
+        containers = _lines(["docker", "ps", "-a", "--format", "{{.Names}}"])
+        networks = _lines(["docker", "network", "ls", "--format", "{{.Name}}"])
+        networks = [n for n in networks if n not in ("bridge", "host", "none")]
+        volumes = _lines(["docker", "volume", "ls", "--format", "{{.Name}}"])
+        self.expect(
+            not (containers or networks or volumes),
+            f"left after teardown: containers {containers}, networks {networks}, volumes {volumes}",
+        )
+
+    # --- the run ------------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        steps = [
+            ("deploy", self.deploy),
+            ("requests (stable)", self.requests_stable),
+            ("promote canary", self.promote_canary),
+            ("split seen", self.split),
+            ("chaos error", self.chaos_error),
+            ("promote stable (blocked)", self.promote_blocked),
+            ("recover", self.recover),
+            ("promote stable (allowed)", self.promote_allowed),
+            ("traffic (new stable)", self.after_promotion),
+            ("status --once", self.status),
+            ("audit", self.audit),
+        ]
+        self.write_manifest()
+        failed = None
+        for name, action in steps:
+            if not self.timed(name, action):
+                failed = name
+                break
+        if not self.timed("teardown", self.teardown):
+            failed = failed or "teardown"
+            print(self.compose("down", "-v", "--remove-orphans"), flush=True)
+        if failed:
+            print(f"\nFAILED step: {failed}", flush=True)
+            return 1
+        return 0
+
+    def timed(self, name: str, action: Callable[[], None]) -> bool:
+        print(f"\n-- {name}", flush=True)
+        started = time.monotonic()
+        try:
+            action()
+            ok = True
+        except (StepFailed, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+            ok = False
+            print(f"FAILED step '{name}': {exc}", flush=True)
+            print(f"--- docker compose logs --tail 50 (project {PROJECT})", flush=True)
+            print(self.compose("logs", "--no-color", "--tail", "50"), flush=True)
+        seconds = time.monotonic() - started
+        print(f"   {'ok' if ok else 'FAILED'} in {seconds:.1f}s", flush=True)
+        with open(self.args.timings, "a", encoding="utf-8") as out:
+            out.write(f"story: {name}\t{seconds:.1f}\n")
+        return ok
+
+
+def _lines(cmd: list[str]) -> list[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--swiftdeploy", required=True)
+    parser.add_argument("--stable-image", required=True)
+    parser.add_argument("--canary-image", required=True)
+    parser.add_argument("--nginx-image", required=True)
+    parser.add_argument("--timings", required=True)
+    args = parser.parse_args(argv)
+    if not os.environ.get("DOCKER_HOST"):
+        print("DOCKER_HOST is not set: run this through scripts/e2e_docker.sh", file=sys.stderr)
+        return 2
+    return Story(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
