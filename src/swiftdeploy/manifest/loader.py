@@ -78,7 +78,8 @@ def _plain(node: Any) -> Any:
 
 def _describe(err: dict[str, Any], data: Any, source: str) -> str:
     loc = tuple(err.get("loc", ()))
-    line, col = _position(data, loc)
+    # An unknown or missing key is reported at the key; a bad value at the value itself.
+    line, col = _position(data, loc, at_key=err.get("type") in ("extra_forbidden", "missing"))
     where = f"{source}:{line}:{col}" if line else source
     path = ".".join(str(p) for p in loc) or "(top level)"
     message = err.get("msg", "invalid value")
@@ -96,15 +97,16 @@ def _describe(err: dict[str, Any], data: Any, source: str) -> str:
     return f"{where}: {path}: {message}"
 
 
-def _position(data: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
+def _position(data: Any, loc: tuple[Any, ...], at_key: bool = True) -> tuple[int | None, int | None]:
     """Best line/column (1-based) for a pydantic error location, walking ruamel's line/col records."""
     node, line, col = data, 1, 1
-    for key in loc:
+    for index, key in enumerate(loc):
+        last = index == len(loc) - 1
         lc = getattr(node, "lc", None)
         try:
             if isinstance(node, dict) and key in node:
                 if lc is not None:
-                    kline, kcol = lc.key(key) if loc[-1] == key else lc.value(key)
+                    kline, kcol = lc.key(key) if last and at_key else lc.value(key)
                     line, col = kline + 1, kcol + 1
                 node = node[key]
             elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):

@@ -76,6 +76,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
+        _no_injection(value)  # `\s` below would otherwise let a tab or newline through
         match = _DURATION_RE.fullmatch(value)
         if not match:
             raise ValueError(f"{value!r} is not a duration; use seconds (30), '30s', '2m', '1h' or '250ms'")
