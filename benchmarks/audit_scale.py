@@ -4,10 +4,11 @@ Generates histories of 10 k, 100 k and 1 M lines in a temporary folder (a realis
 shaped like `status` writes them, lifecycle events, policy decisions with violations, chaos injections and
 recoveries, plus a few torn/garbage lines), then audits each one in a fresh subprocess and prints, per size:
 wall time, time per line, peak RSS of the process (ru_maxrss), and its growth over the baseline of a process that
-only imported swiftdeploy.audit. With --tracemalloc, a second subprocess per size also reports the peak of
-Python allocations during the audit (slower: tracemalloc hooks every allocation).
+only imported swiftdeploy.audit. CPU time is printed beside wall time: on a shared machine it is the figure
+that load does not inflate. With --tracemalloc N, a second subprocess per size up to N lines also reports the
+peak of Python allocations during the audit (slower: tracemalloc hooks every allocation).
 
-    .venv/bin/python benchmarks/audit_scale.py [--sizes 10000,100000,1000000] [--tracemalloc]
+    .venv/bin/python benchmarks/audit_scale.py [--sizes 10000,100000,1000000] [--tracemalloc 100000]
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ if mode == "tracemalloc":
     import tracemalloc
     tracemalloc.start()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cpu0 = time.process_time()
 started = time.perf_counter()
 report = audit.build(path) if path != "-" else None
 text = audit.render_markdown(report) if report else ""
 seconds = time.perf_counter() - started
-result = {"seconds": seconds, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "base_kb": base,
-          "records": report.records if report else 0, "skipped": report.skipped if report else 0,
+cpu = time.process_time() - cpu0
+result = {"seconds": seconds, "cpu_seconds": cpu, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          "base_kb": base, "records": report.records if report else 0, "skipped": report.skipped if report else 0,
           "report_bytes": len(text.encode())}
 if mode == "tracemalloc":
     result["traced_peak_bytes"] = tracemalloc.get_traced_memory()[1]
@@ -114,16 +117,23 @@ def measure(mode: str, path: str, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated line counts")
-    parser.add_argument("--tracemalloc", action="store_true", help="also measure peak Python allocations")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="MAX_LINES",
+        help="also measure peak Python allocations for sizes up to MAX_LINES (tracemalloc is slow)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="audit-scale-") as tmp:
         workdir = Path(tmp)
         baseline = measure("plain", "-", workdir)
         print(f"baseline process (python + swiftdeploy.audit imported): peak RSS {baseline['maxrss_kb'] / 1024:.1f} MB")
-        header = f"{'lines':>9} {'file MB':>8} {'audit s':>8} {'µs/line':>8} {'peak RSS MB':>12} {'RSS growth MB':>14}"
-        if args.tracemalloc:
-            header += f" {'py peak MB':>11}"
+        header = (
+            f"{'lines':>9} {'file MB':>8} {'wall s':>7} {'CPU s':>7} {'CPU µs/line':>12} {'peak RSS MB':>12} "
+            f"{'RSS growth MB':>14} {'py peak MB':>11}"
+        )
         print(header + f" {'skipped':>8}")
         rows = []
         for size in sizes:
@@ -133,20 +143,24 @@ def main() -> None:
             gen = time.perf_counter() - started
             r = measure("plain", str(path), workdir)
             line = (
-                f"{size:>9} {path.stat().st_size / 1e6:>8.1f} {r['seconds']:>8.2f} {r['seconds'] / size * 1e6:>8.2f} "
-                f"{r['maxrss_kb'] / 1024:>12.1f} {(r['maxrss_kb'] - baseline['maxrss_kb']) / 1024:>14.1f}"
+                f"{size:>9} {path.stat().st_size / 1e6:>8.1f} {r['seconds']:>7.2f} {r['cpu_seconds']:>7.2f} "
+                f"{r['cpu_seconds'] / size * 1e6:>12.2f} {r['maxrss_kb'] / 1024:>12.1f} "
+                f"{(r['maxrss_kb'] - baseline['maxrss_kb']) / 1024:>14.1f}"
             )
-            if args.tracemalloc:
+            if size <= args.tracemalloc:
                 t = measure("tracemalloc", str(path), workdir)
                 line += f" {t['traced_peak_bytes'] / 1e6:>11.2f}"
+            else:
+                line += f" {'-':>11}"
             print(line + f" {r['skipped']:>8}   (generated in {gen:.1f} s)", flush=True)
             rows.append((size, r))
             path.unlink()
         if len(rows) > 1:
             (small, rs), (big, rb) = rows[0], rows[-1]
             print(
-                f"\n{big // small}x the lines: {rb['seconds'] / rs['seconds']:.1f}x the time "
-                f"(linear = {big // small}x), peak RSS {rb['maxrss_kb'] / rs['maxrss_kb']:.2f}x"
+                f"\n{big // small}x the lines: {rb['cpu_seconds'] / rs['cpu_seconds']:.1f}x the CPU time "
+                f"(linear = {big // small}x), {rb['seconds'] / rs['seconds']:.1f}x the wall time, "
+                f"peak RSS {rb['maxrss_kb'] / rs['maxrss_kb']:.2f}x"
             )
 
 

@@ -306,7 +306,8 @@ class StatusCollector:
     def _canary(self, views: dict[str, TrackView], interval: float | None) -> DomainView:
         canary = views.get("canary")
         if canary is None or canary.state == "absent":
-            return DomainView("canary", NOT_APPLICABLE, message="no canary running (services.mode is stable)")
+            why = " (services.mode is stable)" if self.m.services.mode == "stable" else ""
+            return DomainView("canary", NOT_APPLICABLE, message=f"no canary running{why}")
         if interval is None:
             return DomainView("canary", BASELINE, message="first refresh: no window yet")
         stable = views.get("stable")
