@@ -149,3 +149,21 @@ def test_two_deploys_at_once(stack_dir):
     assert f"pid {winner} on {socket.gethostname()}, started 20" in refused
     assert "deploy" in refused  # the holder's command
     assert events(stack_dir).count("deploy_succeeded") == 1
+
+
+def test_redeploy_converges(stack_dir):
+    """A second deploy keeps what runs; a changed version replaces the app blue/green and serves it."""
+    manifest = write_manifest(stack_dir)
+    m = load_manifest(manifest)
+    pid_file = stack_dir / ".swiftdeploy" / "pids" / "app.json"
+    assert cli(manifest, "deploy").returncode == 0
+    first = json.loads(pid_file.read_text())["pid"]
+    r = cli(manifest, "deploy")
+    assert r.returncode == 0 and "app already running" in r.stderr
+    assert json.loads(pid_file.read_text())["pid"] == first
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    assert cli(manifest, "deploy").returncode == 0
+    assert json.loads(pid_file.read_text())["pid"] != first
+    response = httpx.get(f"http://127.0.0.1:{m.nginx.port}/", timeout=10)
+    assert response.headers["x-app-version"] == "1.0.1"
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE

@@ -75,6 +75,45 @@ class _StepFailed(Exception):
     pass
 
 
+def _evaluate_in_this_thread(m: Any, domain: str, data: dict[str, Any]) -> Any:
+    """A regorus engine panics when used from a thread other than the one that built it, and the policy module
+    caches one engine per process (built by the main thread here). The sampler thread builds its own."""
+    from ..policy.bundle import load_policy_set
+    from ..policy.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(load_policy_set(m)).evaluate(domain, data)
+
+
+class _StatusSampler:
+    """While traffic flows, record a `status` snapshot every second (what `swiftdeploy status` records), so the
+    audit report has metrics over time to chart. Best effort: a failed refresh is skipped."""
+
+    def __init__(self, m: Any, interval: float = 1.0) -> None:
+        self.m = m
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-status", daemon=True)
+
+    def _run(self) -> None:
+        from .. import dashboard, history
+
+        try:
+            collector = dashboard.StatusCollector(self.m, evaluate=_evaluate_in_this_thread)
+            collector.collect()  # the baseline: rates need two scrapes
+            while not self._stop.wait(self.interval):
+                history.append(self.m.history_path, "status", **collector.collect().record())
+        except Exception:  # noqa: BLE001, S110 - sampling only feeds the chart; the story goes on without it
+            return
+
+    def __enter__(self) -> _StatusSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def write_manifest(folder: Path, *, window: float = 5.0) -> Path:
     from ..runtime.procs import free_port
 
@@ -98,12 +137,10 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
     folder = Path(folder)
     run = DemoRun(folder=folder)
     path = write_manifest(folder, window=window)
-    m_holder: dict[str, Any] = {}
     counter = iter(range(1, 100))
 
     def m() -> Any:
-        m_holder["m"] = load_manifest(path)
-        return m_holder["m"]
+        return load_manifest(path)
 
     def step(title: str, explanation: str, action: Callable[[], str]) -> None:
         narrator.step(next(counter), title, explanation)
@@ -125,7 +162,9 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
             raise _StepFailed(message)
 
     def send(seconds: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        summary = traffic(m_holder.get("m") or m(), rps, seconds, headers=headers).to_dict()
+        current = m()
+        with _StatusSampler(current):
+            summary = traffic(current, rps, seconds, headers=headers).to_dict()
         narrator.traffic(summary)
         return summary
 
@@ -143,7 +182,8 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
         sender = threading.Thread(target=load, name="demo-traffic", daemon=True)
         sender.start()
         try:
-            return promote_stable(path, window=window, progress=narrator.progress)
+            with _StatusSampler(m()):
+                return promote_stable(path, window=window, progress=narrator.progress)
         finally:
             stop.set()
             sender.join(timeout=40)
