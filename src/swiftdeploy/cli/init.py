@@ -46,10 +46,13 @@ def init(
         return
 
     generate.write(m, changes)
+    from rich.markup import escape
+
     out = console()
     for change in changes:
         style = "green" if change.changed else "dim"
-        out.print(f"[{style}]{change.status:>9}[/{style}] {change.path}")
+        out.print(f"[{style}]{change.status:>9}[/{style}] {change.relpath}", soft_wrap=True)
+    out.print(f"[dim]in {escape(str(m.out_dir))}[/dim]", soft_wrap=True)
     _record(m, changes)
 
 
