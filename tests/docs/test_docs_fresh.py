@@ -35,7 +35,8 @@ def test_a_changed_model_field_makes_docs_stale() -> None:
     )
     result = check(tamper)
     assert result.returncode == 1
-    assert "+| `nginx.port` | integer (>= 1, <= 65535) | `8080` | A CHANGED DESCRIPTION." in result.stdout
+    added = [line for line in result.stdout.splitlines() if line.startswith("+| `nginx.port`")]
+    assert len(added) == 1 and "A CHANGED DESCRIPTION." in added[0]
     assert "manifest.md" in result.stderr
 
 
