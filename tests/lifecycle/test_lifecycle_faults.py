@@ -167,3 +167,18 @@ def test_redeploy_converges(stack_dir):
     response = httpx.get(f"http://127.0.0.1:{m.nginx.port}/", timeout=10)
     assert response.headers["x-app-version"] == "1.0.1"
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+
+
+def test_blocked_deploy_starts_nothing(stack_dir):
+    manifest = write_manifest(stack_dir)
+    manifest.write_text(manifest.read_text().replace("min_disk_free_gb: 0.1", "min_disk_free_gb: 1000000"))
+    r = cli(manifest, "deploy", "--json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    answer = json.loads(r.stdout)  # --json: only JSON on stdout, even when blocked
+    assert answer["ok"] is False and answer["blocked"] is True
+    assert answer["decision"]["domain"] == "infrastructure" and answer["decision"]["verdict"] == "deny"
+    rules = [v["rule"] for v in answer["decision"]["violations"]]
+    assert any("disk" in rule for rule in rules), rules
+    assert "vs 1000000 GB" in r.stderr  # the violation table: observed vs threshold with its unit
+    assert leftovers(stack_dir) == [] and no_pid_files(stack_dir)
+    assert events(stack_dir)[-2:] == ["policy_decision", "deploy_blocked"]
