@@ -1,0 +1,42 @@
+# swiftdeploy developer targets. Each target works on a fresh Debian/Ubuntu machine with python3 (>= 3.11).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXAMPLE_DIR ?= build/example
+
+.PHONY: venv test lint init-example
+
+# Create the virtualenv and install swiftdeploy (editable) with the test tools.
+venv: $(BIN)/swiftdeploy
+
+$(BIN)/swiftdeploy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Lint, format check and the whole test suite. Installs nginx-light when nginx is missing and we are root
+# (the tests run the real nginx); as a normal user it says how to install it.
+test: venv
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+		else \
+			echo "nginx is missing: run 'sudo apt-get install -y nginx-light' (the tests use the real nginx)" >&2; exit 1; \
+		fi; \
+	fi
+	$(MAKE) lint
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# Generate docker-compose.yml, nginx.conf and policy-bundle/ from examples/manifest.yaml into $(EXAMPLE_DIR),
+# then check them (nginx -t, ports, images, ...). validate exits 1 without a Docker engine or the demo image;
+# the generated files are there either way.
+init-example: venv
+	mkdir -p $(EXAMPLE_DIR)
+	cp examples/manifest.yaml $(EXAMPLE_DIR)/manifest.yaml
+	$(BIN)/swiftdeploy -m $(EXAMPLE_DIR)/manifest.yaml init
+	-$(BIN)/swiftdeploy -m $(EXAMPLE_DIR)/manifest.yaml validate
