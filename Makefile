@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXAMPLE_DIR ?= build/example
 
-.PHONY: venv test lint init-example
+.PHONY: venv test lint init-example demo
 
 # Create the virtualenv and install swiftdeploy (editable) with the test tools.
 venv: $(BIN)/swiftdeploy
@@ -40,3 +40,16 @@ init-example: venv
 	cp examples/manifest.yaml $(EXAMPLE_DIR)/manifest.yaml
 	$(BIN)/swiftdeploy -m $(EXAMPLE_DIR)/manifest.yaml init
 	-$(BIN)/swiftdeploy -m $(EXAMPLE_DIR)/manifest.yaml validate
+
+# The whole story, unattended, on the local runtime (real nginx + the demo API on 127.0.0.1) in a temporary
+# folder: deploy, traffic, canary, chaos, blocked promotion, recover, promotion, audit, teardown. Exit 0 only when
+# every step behaved. Needs nginx: installed here when missing and we are root.
+demo: venv
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+		else \
+			echo "nginx is missing: run 'sudo apt-get install -y nginx-light' (the demo runs the real nginx)" >&2; exit 1; \
+		fi; \
+	fi
+	$(BIN)/swiftdeploy demo
