@@ -26,7 +26,7 @@ NGINX_IMAGE=swiftdeploy-nginx:e2e
 # Bump when the way the root file system is made changes: the cached tarball is keyed on it.
 ROOTFS_RECIPE=1
 
-log() { printf '\033[1m[e2e-docker]\033[0m %s\n' "$*" >&2; }
+log() { printf "\033[1m[e2e-docker +%ss]\033[0m %s\n" "$SECONDS" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 # --- phase timing ------------------------------------------------------------------------------------------------
@@ -68,10 +68,8 @@ engine_links() {  # interfaces an engine creates: bridges, veth pairs, docker0
 new_links() { comm -13 <(printf '%s\n' "$LINKS_BEFORE") <(engine_links) | grep -v '^$' || true; }
 mounts_under_t() { awk -v t="$T" '$2 == t || index($2, t "/") == 1 { print $2 }' /proc/mounts | sort -r; }
 pids_under_t() {  # every process whose command line names the temporary folder (containerd, shims, proxies)
-  local p
-  for p in /proc/[0-9]*; do
-    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$T/"; then echo "${p#/proc/}"; fi
-  done
+  # The pattern comes from a file so that grep's own command line does not match.
+  grep -laFf <(printf '%s/\n' "$T") /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 || true
 }
 
 cleanup() {
@@ -95,6 +93,7 @@ cleanup() {
       fi
       docker network prune -f >/dev/null 2>&1
       docker volume prune -f >/dev/null 2>&1
+      log "stopping dockerd $DOCKERD_PID"
       kill -TERM "$DOCKERD_PID" 2>/dev/null
       for i in $(seq 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
       if kill -0 "$DOCKERD_PID" 2>/dev/null; then
@@ -103,13 +102,16 @@ cleanup() {
         sleep 1
       fi
     fi
+    log "dockerd stopped"
     # Its containerd, shims and userland proxies: all carry the temporary folder in their command line.
     for p in $(pids_under_t); do kill -TERM "$p" 2>/dev/null; done
     for i in $(seq 25); do [[ -z $(pids_under_t) ]] && break; sleep 0.2; done
     for p in $(pids_under_t); do kill -KILL "$p" 2>/dev/null; done
+    log "engine processes gone"
     for p in $(new_links); do ip link delete "$p" 2>/dev/null; done
     for p in $(mounts_under_t); do umount "$p" 2>/dev/null || umount -l "$p" 2>/dev/null; done
     rm -rf "$T" 2>/dev/null || { sleep 1; rm -rf "$T"; }
+    log "interfaces, mounts and $T removed"
     # The final check: nothing of the engine may survive the run.
     [[ -n $DOCKERD_PID ]] && kill -0 "$DOCKERD_PID" 2>/dev/null && leftovers+=" dockerd($DOCKERD_PID)"
     p=$(pids_under_t | tr '\n' ' ') && [[ -n ${p// /} ]] && leftovers+=" processes($p)"

@@ -110,9 +110,11 @@ class Story:
         if "# the same build under the next version's tag" not in text and "mode: canary" in text:
             raise StepFailed("the manifest lost its comments on a round-trip edit")
 
+    def _compose_argv(self, *argv: str) -> list[str]:
+        return ["docker", "compose", "-p", PROJECT, "-f", str(self.dir / "docker-compose.yml"), *argv]
+
     def compose(self, *argv: str) -> str:
-        cmd = ["docker", "compose", "-p", PROJECT, "-f", str(self.dir / "docker-compose.yml"), *argv]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(self._compose_argv(*argv), capture_output=True, text=True, timeout=120, check=False)
         return done.stdout + done.stderr
 
     def expect(self, condition: bool, message: str) -> None:
@@ -159,6 +161,33 @@ class Story:
         self.expect(status == 200, f"admin /stable/healthz: {status} {body[:200]}")
         status, _, body = self.get(self.admin_port, "/canary/healthz")
         self.expect(status == 503, f"admin /canary/healthz in stable mode should be 503, got {status}")
+
+    def engine_view(self) -> None:
+        """What the generated compose file promises, as the real engine runs it (DESIGN.md §6)."""
+        ids = self.compose("ps", "-q").split()
+        inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
+                                              timeout=60, check=True).stdout)  # fmt: skip
+        by_service = {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in inspected}
+        self.expect(set(by_service) == {"app", "nginx"}, f"services running: {sorted(by_service)}")
+        for name, c in by_service.items():
+            self.expect(c["Config"]["User"] not in ("", "0", "root"), f"{name} runs as root")
+            self.expect(c["HostConfig"]["CapDrop"] == ["ALL"], f"{name} keeps capabilities")
+            self.expect("no-new-privileges:true" in (c["HostConfig"]["SecurityOpt"] or []), f"{name}: new privs")
+        app = by_service["app"]
+        self.expect(app["State"]["Health"]["Status"] == "healthy", f"app health: {app['State'].get('Health')}")
+        self.expect(not app["HostConfig"]["PortBindings"], f"the app must not be published: {app['HostConfig']}")
+        ports = by_service["nginx"]["HostConfig"]["PortBindings"]
+        admin = ports.get(f"{self.admin_port}/tcp") or [{}]
+        self.expect(admin[0].get("HostIp") == "127.0.0.1", f"admin port must be on 127.0.0.1 only: {ports}")
+        self.expect(by_service["nginx"]["HostConfig"]["ReadonlyRootfs"], "nginx's root file system is writable")
+        uid = self.compose("exec", "-T", "app", "id", "-u").strip()
+        self.expect(uid == "10001", f"the app's uid inside the container: {uid!r}")
+        uids = self.compose("exec", "-T", "nginx", "sh", "-c", "cat /proc/[0-9]*/status | grep '^Uid:'").split("\n")
+        real = {line.split()[1] for line in uids if line.startswith("Uid:")}
+        self.expect(bool(real) and "0" not in real, f"nginx processes run as uids {real}, root among them")
+        probe = "import os, sys; d = os.environ['LOG_DIR']; sys.exit(0 if os.access(d, os.W_OK) else 1)"
+        done = subprocess.run(self._compose_argv("exec", "-T", "app", "python3", "-c", probe), timeout=60, check=False)
+        self.expect(done.returncode == 0, "the app (non-root) cannot write its log volume LOG_DIR")
 
     def promote_canary(self) -> None:
         self.sd("promote", "canary", "--timeout", "180")
@@ -272,6 +301,7 @@ class Story:
         steps = [
             ("deploy", self.deploy),
             ("requests (stable)", self.requests_stable),
+            ("engine view (hardening)", self.engine_view),
             ("promote canary", self.promote_canary),
             ("split seen", self.split),
             ("chaos error", self.chaos_error),
