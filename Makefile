@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXAMPLE_DIR ?= build/example
 
-.PHONY: venv test lint init-example demo
+.PHONY: venv test lint init-example demo e2e-docker
 
 # Create the virtualenv and install swiftdeploy (editable) with the test tools.
 venv: $(BIN)/swiftdeploy
@@ -53,3 +53,10 @@ demo: venv
 		fi; \
 	fi
 	$(BIN)/swiftdeploy demo
+
+# The docker runtime against a real engine (docs/docker-e2e.md): a private dockerd in a temporary folder, a Debian
+# base image made with debootstrap (no registry needed), the demo API and nginx images, then the whole story through
+# the swiftdeploy CLI. Root only (installs docker.io and debootstrap when missing). Always stops the engine and
+# fails if any dockerd, container, interface or mount is left behind.
+e2e-docker: venv
+	VENV=$(abspath $(VENV)) bash scripts/e2e_docker.sh
