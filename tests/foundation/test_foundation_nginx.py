@@ -4,6 +4,7 @@ only through a test hosts file, and real traffic through the local-target config
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import signal
@@ -93,6 +94,23 @@ def test_validate_helper_reports_how_it_checked(manifests, nginx_binary):
         render_nginx(m).replace("keepalive 16;", "keepalive;"), _names(m), nginx=nginx_binary, private_tmp=True
     )
     assert not broken.ok and "nginx.conf:" in broken.output
+
+
+def test_validate_helper_fallback_rewrites_names_and_says_so(manifests, nginx_binary, tmp_path, monkeypatch):
+    """Without a private namespace (not root / no unshare) the check runs on a copy with the names rewritten."""
+    from swiftdeploy import checks
+
+    monkeypatch.setattr(checks, "can_map_hosts", lambda: False)
+    m = manifests.load(manifests.example_text(CANARY))
+    # Docker-style upstream names, but pid/temp paths in tmp_path so nginx -t touches nothing outside the test.
+    target = dataclasses.replace(
+        NginxTarget.docker(m), pid_path=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path), access_log=None
+    )
+    text = render_nginx(m, target)
+    result = nginx_test(text, _names(m), nginx=nginx_binary, private_tmp=True)
+    assert result.ok, result.output
+    assert "rewritten to 127.0.0.1" in result.method and "app, app-canary" in result.method
+    assert "(not root)" in result.method or "(no unshare binary)" in result.method
 
 
 # --- real traffic through the local-target config ---------------------------------------------------------------

@@ -57,10 +57,8 @@ def init(
 
 
 def _record(m: Manifest, changes: list[Change]) -> None:
-    try:
-        from ..history import append
-    except ImportError:  # history lands with the Observe work; init works without it
-        return
+    from ..history import append
+
     append(
         m.history_path,
         "init",
