@@ -22,10 +22,11 @@ APPENDS = 500
 
 
 def _writer(path: str, worker: int) -> None:
-    # A payload long enough that an unlocked writer would visibly interleave with others.
-    filler = "x" * (200 + worker * 37)
+    # Every other record is larger than a stdio buffer (8 KiB), which a buffered, unlocked writer would split
+    # into several write() calls that interleave with the other processes' lines.
+    small, large = "x" * (200 + worker * 37), str(worker) * (9000 + worker * 500)
     for i in range(APPENDS):
-        history.append(path, "status", worker=worker, seq=i, filler=filler)
+        history.append(path, "status", worker=worker, seq=i, filler=large if i % 2 == 0 else small)
 
 
 def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:

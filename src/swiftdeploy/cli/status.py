@@ -18,11 +18,13 @@ def status(
     interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
     json_output: bool = typer.Option(False, "--json", help="Print one snapshot as JSON (implies --once)."),
 ) -> None:
-    """Per track: req/s, error rate, P50/P99 over the last interval and the policy window, uptime, mode, chaos,
-    health; both policy verdicts with every violation. Every refresh is appended to history.jsonl.
+    """Live dashboard of both tracks and both policy verdicts; every refresh goes to history.jsonl.
 
-    One snapshot (--once, --json, or stdout not a terminal) scrapes twice, --interval apart, so its rates are real;
-    it exits 0 when every policy domain allows, 3 when one denies or is inconclusive, 4 when the policy engine
+    Per track: req/s, error rate, P50/P99 over the last interval and over the policy window, uptime, mode, chaos,
+    health, trends; both policy domains with every violation. Ctrl-C quits (exit 0).
+
+    One snapshot (--once, --json, or stdout not a terminal) scrapes twice, --interval apart, so its rates are
+    real; exit 0 when every policy domain allows, 3 when one denies or is inconclusive, 4 when the policy engine
     cannot answer."""
     from .. import dashboard
     from .common import load
