@@ -36,6 +36,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _command_line(operation: str) -> str:
+    """What a refused run shows as the holder's command: the CLI line, or the library call from a script."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if program in ("swiftdeploy", "__main__.py"):
+        return " ".join(["swiftdeploy", *sys.argv[1:]])
+    return f"swiftdeploy.ops.{operation} from {program or 'python'}"
+
+
 def describe_holder(info: dict[str, Any]) -> str:
     pid = info.get("pid", "?")
     host = info.get("host", "?")
@@ -52,7 +60,7 @@ class DeployLock:
     def __init__(self, state_dir: Path, operation: str, *, command: str | None = None) -> None:
         self.path = Path(state_dir) / "lock"
         self.operation = operation
-        self.command = command or " ".join(["swiftdeploy", *sys.argv[1:]])
+        self.command = command or _command_line(operation)
         self.warning: str | None = None
         self._handle: IO[str] | None = None
         self.remove_on_release = False  # teardown --clean deletes the state folder, lock file included
