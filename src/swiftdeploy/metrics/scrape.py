@@ -49,7 +49,7 @@ def scrape(url: str, timeout: float = 2.0, *, transport=None) -> Scrape:
     import httpx
 
     try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
+        with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
             response = client.get(url)
     except httpx.TimeoutException as exc:
         raise OperationFailed(f"scraping {url} timed out after {timeout:g} s", hint="is the track overloaded?") from exc

@@ -1,7 +1,8 @@
 """The embedded Rego engine: microsoft/regorus (PyPI `gordon-to-regorus`, pinned), in-process.
 
 Compiled engines are cached by the content of the policies and data, so repeated decisions (status refreshes,
-benchmarks) skip parsing. regorus engines are not thread-safe: each cached engine has its own lock.
+benchmarks) skip parsing. A regorus engine may only be used from the thread that created it (another thread gets a
+PanicException, a BaseException), so the cache is per thread; each engine also has its own lock.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from ..errors import PolicyError
 from .bundle import PolicySet
 from .decision import Decision, InvalidDecision, parse_decision
 
-_CACHE: dict[str, EmbeddedEngine] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE = threading.local()  # per-thread {fingerprint: EmbeddedEngine}
 _PACKAGE_RE = re.compile(r"^package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 
 
@@ -65,10 +65,10 @@ class EmbeddedEngine:
     @classmethod
     def cached(cls, policy_set: PolicySet) -> EmbeddedEngine:
         key = policy_set.fingerprint(tests=False)
-        with _CACHE_LOCK:
-            engine = _CACHE.get(key)
-            if engine is None:
-                engine = _CACHE[key] = cls(policy_set)
+        engines: dict[str, EmbeddedEngine] = _CACHE.__dict__.setdefault("engines", {})
+        engine = engines.get(key)
+        if engine is None:
+            engine = engines[key] = cls(policy_set)
         return engine
 
     def query(self, query: str, input: Any = None) -> tuple[bool, Any]:

@@ -29,7 +29,7 @@ class OpaEngine:
 
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, trust_env=False)
 
     def close(self) -> None:
         self._client.close()
