@@ -185,8 +185,7 @@ def port_claims(m: Manifest) -> list[tuple[str, str, int]]:
     claims = [("public", public_host, m.nginx.port), ("admin", "127.0.0.1", m.nginx.admin_port)]
     if m.runtime == "docker" and includes_opa(m):
         claims.append(("opa", "127.0.0.1", m.opa.port))
-    if m.runtime == "local":
-        claims.append(("stable track", "127.0.0.1", m.services.port))
+    # The local runtime's app ports are not claimed: it prefers services.port but picks a free one when it is busy.
     return claims
 
 
