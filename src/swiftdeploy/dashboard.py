@@ -257,7 +257,7 @@ class StatusCollector:
             view.chaos = {"mode": _CHAOS_CODES.get(int(gauges["chaos_active"]), "unknown")}
 
         try:
-            with httpx.Client(timeout=self.timeout) as client:
+            with httpx.Client(timeout=self.timeout, trust_env=False) as client:
                 health = client.get(f"{base}/healthz")
                 body = _json(health)
                 view.health = "ok" if health.status_code == 200 else f"HTTP {health.status_code}"

@@ -56,7 +56,7 @@ def scrape(url: str, timeout: float = 2.0, *, transport=None) -> Scrape:
     except httpx.HTTPError as exc:
         raise OperationFailed(
             f"cannot scrape {url}: {type(exc).__name__}: {exc}",
-            hint="is the stack deployed (`swiftdeploy status`)? the admin listener serves /<track>/metrics",
+            hint="is the stack deployed? run `swiftdeploy deploy`; the admin listener serves /<track>/metrics",
         ) from exc
     if response.status_code != 200:
         raise OperationFailed(
