@@ -3,8 +3,8 @@
 # configuration is /etc/nginx/nginx.conf (the generated file is mounted over it), SIGQUIT stops it gracefully.
 ARG BASE=swiftdeploy-base:bookworm
 FROM ${BASE}
-# nginx opens its compiled-in error log before it reads nginx.conf: point it at stderr so a non-root, read-only
-# container starts without an "open() failed" alert.
+# As in the official image: whatever nginx writes to its compiled-in log paths (before it has read nginx.conf, or
+# under a configuration that does not set them) reaches `docker compose logs` instead of a read-only file.
 RUN ln -sf /dev/stdout /var/log/nginx/access.log \
  && ln -sf /dev/stderr /var/log/nginx/error.log
 EXPOSE 8080
