@@ -240,7 +240,8 @@ class Story:
         before = {p: (self.dir / p).read_text() for p in ("manifest.yaml", "docker-compose.yml", "nginx.conf")}
         done = self.promote_with_traffic(expect=3)
         text = done.stdout + done.stderr
-        self.expect("error" in text.lower(), f"the blocked promotion should name the error-rate rule:\n{text}")
+        print("  " + "\n  ".join(text.strip().splitlines()[-8:]), flush=True)
+        self.expect("error_rate" in text, f"the blocked promotion should name the error_rate rule:\n{text}")
         for path, old in before.items():
             self.expect((self.dir / path).read_text() == old, f"a blocked promotion changed {path}")
         _, headers, _ = self.get(self.public_port, "/", {"X-Canary": "always"})
