@@ -325,48 +325,44 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
     ]
     out += ["## Summary", "", *_table(["Item", "Value"], summary), ""]
 
-    out += ["## Timeline", ""]
-    if r.timeline:
-        out += _table(["Time", "Event", "Details"], [list(row) for row in r.timeline])
-        hidden = r.timeline_total - len(r.timeline)
-        if hidden:
-            out += ["", f"_… {hidden} more earlier events not shown (the table keeps the last {TIMELINE_MAX})._"]
-        out += ["", "_Status refreshes are summarised in the chart below, not listed._"]
-    else:
-        out += ["_No lifecycle events or policy decisions recorded._"]
-    out.append("")
+    out += _section(
+        "Timeline",
+        ["Time", "Event", "Details"],
+        [list(row) for row in r.timeline],
+        hidden=r.timeline_total - len(r.timeline),
+        hidden_note=f"more earlier events not shown (the table keeps the last {TIMELINE_MAX})",
+        empty="No lifecycle events or policy decisions recorded.",
+        footer="_Status refreshes are summarised in the chart below, not listed._",
+    )
 
-    out += ["## Mode changes", ""]
-    if r.mode_changes:
-        rows = [[ts, event, src, dst, img, ver] for ts, event, src, dst, img, ver in r.mode_changes]
-        out += _table(["Time", "Event", "From", "To", "Image", "Version"], rows)
-        hidden = r.mode_changes_total - len(r.mode_changes)
-        if hidden:
-            out += ["", f"_… {hidden} more earlier mode changes not shown (last {LIST_MAX} kept)._"]
-    else:
-        out += ["_No mode changes recorded._"]
-    out.append("")
+    out += _section(
+        "Mode changes",
+        ["Time", "Event", "From", "To", "Image", "Version"],
+        [list(change) for change in r.mode_changes],
+        hidden=r.mode_changes_total - len(r.mode_changes),
+        hidden_note=f"more earlier mode changes not shown (last {LIST_MAX} kept)",
+        empty="No mode changes recorded.",
+    )
 
-    out += ["## Chaos episodes", ""]
-    if r.chaos:
-        rows = [
-            [
-                e.track,
-                e.fault,
-                e.started,
-                e.ended or "still active",
-                _duration(e.seconds) if e.seconds is not None else "",
-                e.ended_by or "",
-            ]
-            for e in r.chaos
+    chaos_rows = [
+        [
+            e.track,
+            e.fault,
+            e.started,
+            e.ended or "still active",
+            _duration(e.seconds) if e.seconds is not None else "",
+            e.ended_by or "",
         ]
-        out += _table(["Track", "Fault", "Started", "Ended", "Duration", "Ended by"], rows)
-        hidden = r.chaos_total - len(r.chaos)
-        if hidden:
-            out += ["", f"_… {hidden} more earlier episodes not shown (last {LIST_MAX} kept)._"]
-    else:
-        out += ["_No chaos injected._"]
-    out.append("")
+        for e in r.chaos
+    ]
+    out += _section(
+        "Chaos episodes",
+        ["Track", "Fault", "Started", "Ended", "Duration", "Ended by"],
+        chaos_rows,
+        hidden=r.chaos_total - len(r.chaos),
+        hidden_note=f"more earlier episodes not shown (last {LIST_MAX} kept)",
+        empty="No chaos injected.",
+    )
 
     out += ["## Policy violations", ""]
     if r.violations:
@@ -397,6 +393,28 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
 
     out += ["## Metrics over time", "", *_charts(r)]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _section(
+    title: str,
+    headers: list[str],
+    rows: list[list[Any]],
+    *,
+    hidden: int,
+    hidden_note: str,
+    empty: str,
+    footer: str | None = None,
+) -> list[str]:
+    """A `## title` section: the table (plus a note when older rows were dropped), or `empty` in italics."""
+    out = [f"## {title}", ""]
+    if not rows:
+        return [*out, f"_{empty}_", ""]
+    out += _table(headers, rows)
+    if hidden:
+        out += ["", f"_… {hidden} {hidden_note}._"]
+    if footer:
+        out += ["", footer]
+    return [*out, ""]
 
 
 def _charts(r: AuditReport) -> list[str]:
