@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXAMPLE_DIR ?= build/example
 
-.PHONY: venv test lint init-example demo e2e-docker
+.PHONY: venv nginx test lint init-example demo e2e-docker
 
 # Create the virtualenv and install swiftdeploy (editable) with the test tools.
 venv: $(BIN)/swiftdeploy
@@ -15,16 +15,19 @@ $(BIN)/swiftdeploy: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Lint, format check and the whole test suite. Installs nginx-light when nginx is missing and we are root
-# (the tests run the real nginx); as a normal user it says how to install it.
-test: venv
+# nginx for the tests and the demo (they run the real nginx): installed when missing and we are root; as a normal
+# user it says how to install it.
+nginx:
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
 		else \
-			echo "nginx is missing: run 'sudo apt-get install -y nginx-light' (the tests use the real nginx)" >&2; exit 1; \
+			echo "nginx is missing: run 'sudo apt-get install -y nginx-light'" >&2; exit 1; \
 		fi; \
 	fi
+
+# Lint, format check and the whole test suite.
+test: venv nginx
 	$(MAKE) lint
 	$(BIN)/python -m pytest -q
 
@@ -43,15 +46,8 @@ init-example: venv
 
 # The whole story, unattended, on the local runtime (real nginx + the demo API on 127.0.0.1) in a temporary
 # folder: deploy, traffic, canary, chaos, blocked promotion, recover, promotion, audit, teardown. Exit 0 only when
-# every step behaved. Needs nginx: installed here when missing and we are root.
-demo: venv
-	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
-		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
-		else \
-			echo "nginx is missing: run 'sudo apt-get install -y nginx-light' (the demo runs the real nginx)" >&2; exit 1; \
-		fi; \
-	fi
+# every step behaved.
+demo: venv nginx
 	$(BIN)/swiftdeploy demo
 
 # The docker runtime against a real engine (docs/docker-e2e.md): a private dockerd in a temporary folder, a Debian
