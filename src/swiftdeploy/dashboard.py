@@ -119,14 +119,17 @@ class Snapshot:
         return sorted({d.engine for d in self.decisions.values() if d.engine})
 
     def exit_code(self) -> int:
-        """`status --once`: 0 when every evaluated domain allows, 3 when one denies / is inconclusive / has not
-        enough data, 4 when the engine could not answer (and nothing denied). `not applicable` (no canary in
-        stable mode) does not block."""
+        """`status --once`: 0 when every evaluated domain allows and every track that should run answers, 3 when
+        a domain denies / is inconclusive / has not enough data, 4 when the engine could not answer (and nothing
+        denied), 1 when a track that should run is down (so a probe or CI step sees an outage even while the
+        policy allows). `not applicable` (no canary in stable mode) does not block."""
         verdicts = [d.verdict for d in self.decisions.values() if d.verdict != NOT_APPLICABLE]
         if any(v not in ("allow", UNAVAILABLE) for v in verdicts):
             return 3
         if UNAVAILABLE in verdicts:
             return 4
+        if any(view.state == "down" for view in self.tracks.values()):
+            return 1
         return 0
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:

@@ -98,6 +98,24 @@ def test_dead_track_is_shown_as_down_and_the_collector_keeps_going(demo_api, man
     assert again.tracks["canary"].state == "down"
 
 
+def test_once_exit_code_is_1_when_the_stable_track_is_down_even_though_the_policy_allows(manifest_file) -> None:
+    import socket
+
+    m = load_manifest(manifest_file("stable"))
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    host_ok = {"disk_free_gb": 100, "disk_path": "/", "cpu_load_1m": 0.1, "cpu_count": 2,
+               "memory_used_percent": 10, "memory_available_gb": 20}  # fmt: skip
+    collector = dashboard.StatusCollector(m, urls={"stable": nobody, "canary": nobody}, timeout=0.5,
+                                          host_facts=lambda: dict(host_ok))  # fmt: skip
+    collector.collect()
+    snap = collector.collect()
+    assert snap.tracks["stable"].state == "down" and snap.tracks["canary"].state == "absent"
+    assert snap.decisions["infrastructure"].verdict == "allow"
+    assert snap.exit_code() == 1
+
+
 def test_engine_unavailable_is_shown_not_raised(demo_api, manifest_file) -> None:
     from swiftdeploy.errors import PolicyEngineUnavailable
 

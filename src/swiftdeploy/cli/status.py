@@ -24,8 +24,8 @@ def status(
     health, trends; both policy domains with every violation. Ctrl-C quits (exit 0).
 
     One snapshot (--once, --json, or stdout not a terminal) scrapes twice, --interval apart, so its rates are
-    real; exit 0 when every policy domain allows, 3 when one denies or is inconclusive, 4 when the policy engine
-    cannot answer."""
+    real; exit 0 when every policy domain allows and the tracks answer, 3 when a domain denies or is
+    inconclusive, 4 when the policy engine cannot answer, 1 when a track that should run is down."""
     from .. import dashboard
     from .common import load
 
