@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from swiftdeploy import generate
+from swiftdeploy.render.compose import NGINX_CONF_MOUNT, NGINX_LIVE_CONF, NGINX_START
 
 CANARY = ("  mode: stable", "  mode: canary")
 VARIANTS = {
@@ -76,7 +77,10 @@ def test_compose_reads_back_what_we_meant(manifests, minimal_text, compose_binar
         ("", str(m.nginx.port), m.nginx.port),
         ("127.0.0.1", str(m.nginx.admin_port), m.nginx.admin_port),
     }
-    assert nginx["volumes"][0]["target"] == "/etc/nginx/nginx.conf" and nginx["volumes"][0]["read_only"] is True
+    # The file is mounted beside nginx's own config; nginx runs a copy on its tmpfs that the runtime can replace.
+    assert nginx["volumes"][0]["target"] == NGINX_CONF_MOUNT and nginx["volumes"][0]["read_only"] is True
+    assert nginx["entrypoint"] == ["sh", "-c", NGINX_START] and NGINX_LIVE_CONF.startswith("/tmp/")
+    assert nginx["read_only"] is True and nginx["tmpfs"] == ["/tmp"]
     assert nginx["volumes"][0]["source"] == str(m.out_dir / "nginx.conf")
     assert {dep["condition"] for dep in nginx["depends_on"].values()} == {"service_healthy"}
     assert set(nginx["depends_on"]) == expected - {"nginx", "opa"}

@@ -72,6 +72,23 @@ def test_service_names_resolve_only_through_the_test_hosts_file(manifests, nginx
     assert "host not found in upstream" in done.stderr and "app-canary:3000" in done.stderr
 
 
+@pytest.mark.parametrize("variant", ["example-canary", "canary-weight-0", "custom-names"])
+def test_handover_config_needs_only_the_canary(manifests, minimal_text, nginx_t, variant):
+    """`promote stable` hands every route to the canary while the stable container is replaced: that config must
+    load with only the canary's name resolvable (the stable container may be gone at that moment)."""
+    m = _variant(manifests, minimal_text, variant)
+    target = NginxTarget.docker(m).all_to_canary()
+    text = render_nginx(m, target)
+    assert f"server {m.canary_name}:{m.services.port} max_fails=0;" in text
+    assert f"server {m.services.name}:" not in text
+    conf = m.out_dir / "nginx.conf"
+    conf.write_text(text, encoding="utf-8")
+    done = nginx_t.run(conf, [m.canary_name])
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ValueError, match="mode must be canary"):
+        NginxTarget.docker(manifests.load(minimal_text)).all_to_canary()
+
+
 @pytest.mark.parametrize("variant", ["example", "example-canary", "canary-weight-0", "custom-names"])
 def test_local_nginx_conf_passes_nginx_t(manifests, minimal_text, nginx_t, tmp_path, variant):
     m = _variant(manifests, minimal_text, variant)

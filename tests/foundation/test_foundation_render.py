@@ -206,7 +206,9 @@ def test_compose_contract(canary):
     assert 'MODE: "canary"' in canary_block and 'APP_VERSION: "1.1.0"' in canary_block
     nginx = text.split("  nginx:\n", 1)[1].split("\n\n", 1)[0]
     assert '- "8080:8080"' in nginx and '- "127.0.0.1:8081:8081"' in nginx
-    assert '- "./nginx.conf:/etc/nginx/nginx.conf:ro"' in nginx
+    assert '- "./nginx.conf:/etc/swiftdeploy/nginx.conf:ro"' in nginx
+    assert 'entrypoint: ["sh", "-c", "mkdir -p /tmp/swiftdeploy && cp /etc/swiftdeploy/nginx.conf ' in nginx
+    assert "exec nginx -c /tmp/swiftdeploy/nginx.conf -g 'daemon off;'\"]" in nginx
     assert '"app":\n        condition: "service_healthy"' in nginx
     assert '"app-canary":\n        condition: "service_healthy"' in nginx
     opa = text.split("  opa:\n", 1)[1].split("\n\n", 1)[0]

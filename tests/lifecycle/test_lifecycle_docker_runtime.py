@@ -1,11 +1,21 @@
-"""Docker runtime: the exact compose command lines, and the SDK calls against a fake engine client.
+"""Docker runtime: the exact compose command lines, the SDK calls against a fake engine client, and the script that
+reloads nginx inside its container, run here against the real nginx.
 
-A real-engine run is a separate issue; here nothing talks to Docker.
+The real-engine run is `make e2e-docker` (docs/docker-e2e.md); here nothing talks to Docker.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import subprocess
+import threading
+import time
+import types
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,6 +23,8 @@ from docker.errors import DockerException, ImageNotFound
 
 from swiftdeploy.errors import HealthTimeout, OperationFailed, RuntimeUnavailable
 from swiftdeploy.manifest import parse_manifest
+from swiftdeploy.render import NginxTarget, render_nginx
+from swiftdeploy.render.compose import NGINX_LIVE_CONF
 from swiftdeploy.runtime import docker as rt
 
 COMPOSE = ["/usr/bin/docker", "compose"]
@@ -74,13 +86,18 @@ class FakeClient:
 
 
 class Recorder:
-    def __init__(self, returncode=0, stdout="", stderr=""):
+    """Stands in for subprocess.run: records argv (and stdin), answers `result` or, per call, `answers` in turn."""
+
+    def __init__(self, returncode=0, stdout="", stderr="", answers=()):
         self.calls = []
+        self.stdin = []
         self.result = (returncode, stdout, stderr)
+        self.answers = list(answers)
 
     def __call__(self, argv, **kwargs):
         self.calls.append(argv)
-        code, out, err = self.result
+        self.stdin.append(kwargs.get("input"))
+        code, out, err = self.answers.pop(0) if self.answers else self.result
         return subprocess.CompletedProcess(argv, code, out, err)
 
 
@@ -98,7 +115,9 @@ def test_command_lines_are_exact(tmp_path):
     ]  # fmt: skip
     assert rt.rm_argv(base, "api-canary") == [*base, "rm", "-s", "-f", "api-canary"]
     assert rt.down_argv(base) == [*base, "down", "-v", "--remove-orphans"]
-    assert rt.nginx_test_argv(base) == [*base, "exec", "-T", "nginx", "nginx", "-t"]
+    assert rt.reload_argv(base, "/tmp/nginx.pid", 35) == [
+        *base, "exec", "-T", "nginx", "sh", "-c", rt.RELOAD_SCRIPT, "reload", NGINX_LIVE_CONF, "/tmp/nginx.pid", "35",
+    ]  # fmt: skip
     assert rt.logs_argv(base, "api", 5) == [*base, "logs", "--no-color", "--no-log-prefix", "--tail", "5", "api"]
 
 
@@ -116,11 +135,20 @@ def test_compose_found_on_this_machine_is_runnable():
     assert done.returncode == 0 and "version" in done.stdout.lower()
 
 
+def _base(m):
+    return rt.compose_base(COMPOSE, "swiftdeploy-api", m.out_dir / "docker-compose.yml")
+
+
+def _canary_mode(m):
+    return m.model_copy(update={"services": m.services.model_copy(update={"mode": "canary"})})
+
+
 def test_runtime_runs_the_built_commands(manifest):
     client = FakeClient(containers=[FakeContainer("api"), FakeContainer("nginx")])
     rec = Recorder()
     r = runtime(client, rec)
-    base = rt.compose_base(COMPOSE, "swiftdeploy-api", manifest.out_dir / "docker-compose.yml")
+    base = _base(manifest)
+    reload = rt.reload_argv(base, "/tmp/nginx.pid", 35)  # drain: proxy_timeout 30 s + 5
     r.up(manifest, timeout=45)
     r.start_track(manifest, "canary", timeout=20)
     r.stop_track(manifest, "canary")
@@ -128,13 +156,71 @@ def test_runtime_runs_the_built_commands(manifest):
     assert r.down(manifest) == ["api: removed", "nginx: removed"]
     assert rec.calls == [
         rt.up_argv(base, 45),
+        reload,  # nginx ran before `up`: it keeps its config until reloaded (the apps may have new addresses)
         rt.track_up_argv(base, "api-canary", 20),
         # Stable mode: the file defines no canary, so it is removed through the SDK (none runs here), not `rm`.
-        rt.track_up_argv(base, "nginx", 60),
+        reload,  # graceful, in place: no `up --force-recreate nginx` any more
         rt.down_argv(base),
     ]
+    # The config goes in on stdin: exactly what the generator writes to nginx.conf.
+    assert rec.stdin[1] == rec.stdin[3] == render_nginx(manifest)
     assert client.pings == 1  # one engine check per runtime object
     assert client.containers.calls[0] == {"all": True, "filters": {"label": f"{rt.PROJECT_LABEL}=swiftdeploy-api"}}
+
+
+def test_first_up_does_not_reload_and_handover_config_goes_all_to_the_canary(manifest):
+    rec = Recorder()
+    runtime(FakeClient(containers=[]), rec).up(manifest, timeout=45)
+    assert rec.calls == [rt.up_argv(_base(manifest), 45)]  # a fresh nginx copies the file on disk at start
+
+    canary = _canary_mode(manifest)
+    rec = Recorder()
+    runtime(FakeClient(containers=[FakeContainer("api"), FakeContainer("nginx")]), rec).reload_proxy(
+        canary, all_to_canary=True
+    )
+    assert rec.calls == [rt.reload_argv(_base(manifest), "/tmp/nginx.pid", 35)]
+    text = rec.stdin[0]
+    assert "server api-canary:3000 max_fails=0;" in text and "server api:3000" not in text
+    assert text == render_nginx(canary, NginxTarget.docker(canary).all_to_canary())
+
+
+def test_reload_starts_a_missing_nginx_and_recreates_one_from_an_older_layout(manifest):
+    base = _base(manifest)
+    reload = rt.reload_argv(base, "/tmp/nginx.pid", 35)
+    # No nginx container running: start it (it copies the file on disk), nothing to pipe.
+    rec = Recorder()
+    runtime(FakeClient(containers=[FakeContainer("api"), FakeContainer("nginx", running=False)]), rec).reload_proxy(
+        manifest
+    )
+    assert rec.calls == [rt.track_up_argv(base, "nginx", 60)]
+    # Exit 3: the container was made before nginx ran from a live copy: recreated once, from the new compose file.
+    rec = Recorder(answers=[(3, "", "nginx does not run from /tmp/swiftdeploy/nginx.conf")])
+    runtime(FakeClient(containers=[FakeContainer("nginx")]), rec).reload_proxy(manifest)
+    assert rec.calls == [reload, rt.track_up_argv(base, "nginx", 60)]
+    # The handover config is not the file on disk: after recreating, it is still piped in.
+    rec = Recorder(answers=[(3, "", "")])
+    runtime(FakeClient(containers=[FakeContainer("nginx")]), rec).reload_proxy(
+        _canary_mode(manifest), all_to_canary=True
+    )
+    assert rec.calls == [reload, rt.track_up_argv(base, "nginx", 60), reload]
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (2, "nginx -t of the new configuration (nginx keeps serving the previous one) failed (exit 2)"),
+        (4, "reloading nginx (it keeps serving the previous configuration) failed (exit 4)"),
+        (1, "reloading nginx failed (exit 1)"),
+    ],
+)
+def test_reload_failures_say_what_nginx_serves_now(manifest, code, says):
+    rec = Recorder(returncode=code, stderr='nginx: [emerg] host not found in upstream "api-canary:3000"')
+    with pytest.raises(OperationFailed) as info:
+        runtime(FakeClient(containers=[FakeContainer("nginx")]), rec).reload_proxy(manifest)
+    text = str(info.value)
+    assert says in text and "host not found in upstream" in text
+    assert "<script>" in text and "set -u" not in text  # the command is shown without the script's body
+    assert "docker compose -p swiftdeploy-api" in (info.value.hint or "")
 
 
 class StoppableContainer(FakeContainer):
@@ -158,8 +244,7 @@ def test_stop_track_of_a_service_the_file_no_longer_defines_uses_the_sdk(manifes
     runtime(client, rec).stop_track(manifest, "canary")
     assert rec.calls == []
     assert log == [("stop", "swiftdeploy-api-api-canary-1", 10), ("remove", "swiftdeploy-api-api-canary-1")]
-    canary_mode = manifest.model_copy(update={"services": manifest.services.model_copy(update={"mode": "canary"})})
-    runtime(client, rec).stop_track(canary_mode, "canary")
+    runtime(client, rec).stop_track(_canary_mode(manifest), "canary")
     base = rt.compose_base(COMPOSE, "swiftdeploy-api", manifest.out_dir / "docker-compose.yml")
     assert rec.calls == [rt.rm_argv(base, "api-canary")]
 
@@ -222,3 +307,151 @@ def test_wait_healthy_timeout_names_the_service(manifest):
         r.wait_healthy(manifest, ["api"], timeout=0.01, interval=0.001)
     assert "api did not become healthy within 0.01s: health starting: booting" in str(info.value)
     assert "Traceback: boom" in str(info.value)
+
+
+# --- the reload script itself, against the real nginx on this machine ---------------------------------------------
+
+
+class Track:
+    """A tiny upstream for one track: answers its mode in X-Mode; GET /slow waits until `release` is set."""
+
+    def __init__(self, mode):
+        self.received_slow = threading.Event()
+        self.release = threading.Event()
+        track = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                if self.path.startswith("/slow"):
+                    track.received_slow.set()
+                    track.release.wait(30)
+                body = json.dumps({"mode": mode}).encode()
+                self.send_response(200)
+                self.send_header("X-Mode", mode)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _get(url, headers=None):
+    request = urllib.request.Request(url, headers={"Connection": "close", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return response.status, response.headers.get("X-Mode")
+
+
+@pytest.fixture
+def live_nginx(tmp_path):
+    """The real nginx started like the compose file starts it: from a live copy the reload script may replace."""
+    from swiftdeploy.runtime.local import find_nginx
+    from swiftdeploy.runtime.procs import free_port
+
+    nginx = find_nginx()
+    public, admin = free_port(), free_port()
+    text = "services: {name: api, image: acme/api:1, port: 3000, mode: canary}\n"
+    text += f"nginx: {{port: {public}, admin_port: {admin}}}\n"
+    m = parse_manifest(text)
+    stable, canary = Track("stable"), Track("canary")
+    state = tmp_path / "state"
+    split = NginxTarget.local(m, state, stable.port, canary.port)
+    for folder in split.required_dirs():
+        folder.mkdir(parents=True, exist_ok=True)
+    live = tmp_path / "swiftdeploy" / "nginx.conf"
+    live.parent.mkdir()
+    live.write_text(render_nginx(m, split))
+    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")  # workers must reach tmp_path
+    proc = subprocess.Popen(
+        [nginx, "-e", "stderr", "-c", str(live), "-g", globals_], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    env = {**os.environ, "PATH": f"{Path(nginx).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def reload(config):
+        argv = ["sh", "-c", rt.RELOAD_SCRIPT, "reload", str(live), split.pid_path, "2"]
+        return subprocess.run(argv, input=config, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(split.pid_path).exists() or _port_closed(admin):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        yield types.SimpleNamespace(m=m, split=split, live=live, reload=reload, stable=stable, canary=canary,
+                                    public=f"http://127.0.0.1:{public}", admin=f"http://127.0.0.1:{admin}")  # fmt: skip
+    finally:
+        stable.release.set()
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stable.stop()
+        canary.stop()
+
+
+def _port_closed(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_reload_script_switches_gracefully_and_refuses_a_broken_config(live_nginx):
+    n = live_nginx
+    handover = render_nginx(n.m, n.split.all_to_canary())
+    # A request in flight on the stable track when the reload starts...
+    slow = {}
+    client = threading.Thread(target=lambda: slow.update(answer=_get(n.public + "/slow", {"X-Canary": "never"})))
+    client.start()
+    assert n.stable.received_slow.wait(10)
+    # ...while fresh requests keep coming (one connection each: a refused or cut one would raise).
+    answers, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set() and len(answers) < 2000:
+            try:
+                answers.append(_get(n.public + "/"))
+            except OSError as exc:  # refused, reset, cut short
+                answers.append((type(exc).__name__, None))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    done = n.reload(handover)
+    assert done.returncode == 0, done.stderr
+    # The old worker holding the slow request cannot exit before it is answered: the script is still waiting.
+    assert done.stdout.startswith("reloaded; old workers still busy after 2 s")
+    n.stable.release.set()
+    client.join(30)
+    assert slow["answer"] == (200, "stable")  # finished on the old config, not cut by the reload
+    # Every route now reaches the canary: the split, both X-Canary pins, and the admin's /stable/ paths.
+    for headers in ({}, {"X-Canary": "never"}, {"X-Canary": "always"}):
+        assert {_get(n.public + "/", headers) for _ in range(20)} == {(200, "canary")}
+    assert _get(n.admin + "/stable/healthz") == (200, "canary")
+    assert n.live.read_text() == handover
+
+    # Back to the split, with an immediate drain this time (nothing in flight).
+    split = render_nginx(n.m, n.split)
+    done = n.reload(split)
+    assert done.returncode == 0 and done.stdout.startswith("reloaded in "), done.stdout + done.stderr
+    stop.set()
+    sender.join(30)
+    assert len(answers) > 0 and {status for status, _ in answers} == {200}
+    assert {mode for _, mode in answers} <= {"stable", "canary"}
+
+    # A config nginx -t refuses: exit 2, the live copy and the running config untouched, no candidate left.
+    done = n.reload(split.replace("keepalive 16;", "keepalive;"))
+    assert done.returncode == 2 and "keepalive" in done.stderr
+    assert n.live.read_text() == split and list(n.live.parent.iterdir()) == [n.live]
+    assert _get(n.public + "/", {"X-Canary": "never"}) == (200, "stable")
+    # An nginx that was not started from the live copy (a container from before this layout): exit 3.
+    n.live.unlink()
+    assert n.reload(split).returncode == 3

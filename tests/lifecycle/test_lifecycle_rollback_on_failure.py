@@ -88,3 +88,75 @@ def test_failed_promote_stable_restores_everything(launcher_stack, stack_dir):
     assert load_manifest(manifest).services.mode == "stable"
     assert cli(manifest, "teardown").returncode == 0
     assert leftovers(stack_dir) == []
+
+
+class Recording:
+    """The real runtime, with the order of the operation's runtime calls written down (calls made inside the
+    runtime itself, such as the local blue/green reload, are not)."""
+
+    RECORDED = ("up", "start_track", "stop_track", "reload_proxy")
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.name = inner, [], inner.name
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name not in self.RECORDED:
+            return attr
+
+        def call(m, *args, **kwargs):
+            handover = " all_to_canary" if kwargs.get("all_to_canary") else ""
+            self.calls.append(
+                f"{name}({m.services.mode} {m.services.version}{handover}{''.join(' ' + a for a in args)})"
+            )
+            return attr(m, *args, **kwargs)
+
+        return call
+
+
+def test_promote_stable_order_hands_over_before_replacing_stable(launcher_stack, stack_dir, monkeypatch):
+    """The order that keeps promotions from dropping requests on every runtime (ops/promote.py): all routes to the
+    canary, stable replaced, final config, canary removed; after a failure, the runtime converges back (`up`)."""
+    import swiftdeploy.runtime as runtimes
+    from swiftdeploy.ops import promote_stable
+
+    manifest = launcher_stack
+    assert cli(manifest, "promote", "canary").returncode == 0
+    real = runtimes.get_runtime
+    recording = []
+    monkeypatch.setattr(runtimes, "get_runtime", lambda m: recording.append(Recording(real(m))) or recording[-1])
+    m = load_manifest(manifest)
+
+    def promote():
+        stop = threading.Event()
+        sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
+        sender.start()
+        try:
+            return promote_stable(manifest, window=3)
+        finally:
+            stop.set()
+            sender.join(timeout=30)
+
+    monkeypatch.setenv("SWIFTDEPLOY_TEST_FAIL", "stable:2.0.0")
+    with pytest.raises(Exception, match="app exited before becoming healthy"):
+        promote()
+    assert recording[-1].calls == [
+        "reload_proxy(canary 1.0.0 all_to_canary)",
+        "start_track(stable 2.0.0 stable)",
+        "up(canary 1.0.0)",  # the restored manifest: the old stable and the canary, split again
+    ]
+    with httpx.Client(timeout=10) as client:
+        seen = {client.get(f"http://127.0.0.1:{m.nginx.port}/").headers["x-mode"] for _ in range(30)}
+    assert seen == {"stable", "canary"}
+
+    monkeypatch.delenv("SWIFTDEPLOY_TEST_FAIL")
+    result = promote()
+    assert result.ok and load_manifest(manifest).services.version == "2.0.0"
+    assert recording[-1].calls == [
+        "reload_proxy(canary 1.0.0 all_to_canary)",
+        "start_track(stable 2.0.0 stable)",
+        "reload_proxy(stable 2.0.0)",
+        "stop_track(stable 2.0.0 canary)",
+    ]
+    assert cli(manifest, "teardown").returncode == 0
+    assert leftovers(stack_dir) == []

@@ -3,7 +3,11 @@
 Both gate first and change nothing until the policy allows. After the gate, the manifest edit and the generated
 files are written together (FileTxn) and restored exactly when a later runtime step fails, so a failed promotion
 leaves the manifest as it was. Runtime steps that already ran are undone best-effort (the canary stopped, nginx
-pointed back).
+pointed back, the stable app brought back to the restored manifest).
+
+The order of the runtime steps is what keeps promotions from dropping requests, on every runtime: nginx only ever
+routes to apps that are healthy, and an app stops only after a graceful reload took every route away from it
+(`reload_proxy` returns once the old nginx workers finished their requests). See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -31,17 +35,22 @@ def _track_answer(m: Any, track: str) -> dict[str, Any]:
     return body
 
 
-def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool) -> None:
-    """Best effort after a failed promotion: restore files, then make the runtime match them again."""
+def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool, timeout: float = 60.0) -> None:
+    """Best effort after a failed promotion: restore files, then make the runtime match them again.
+
+    stop_canary (promote canary): stable-only config, then the canary goes. Otherwise (promote stable) the runtime
+    converges to the restored manifest: a stable app that was already replaced (docker recreates in place) comes
+    back on the old version while nginx still hands every request to the canary; an untouched one keeps running
+    (local: blue/green never stopped it). Then nginx splits again."""
     txn.rollback()
     try:
         if stop_canary:
             op.runtime.reload_proxy(op.m)  # the old manifest: stable only
             op.runtime.stop_track(op.m, "canary")
         else:
-            op.runtime.reload_proxy(op.m)
+            op.runtime.up(op.m, timeout=timeout, progress=op.progress)
     except Exception as exc:  # noqa: BLE001 - the original error is what the person must see first
-        op.warn(f"could not restore the proxy after the failure: {exc}; run `swiftdeploy deploy` to converge")
+        op.warn(f"could not restore the runtime after the failure: {exc}; run `swiftdeploy deploy` to converge")
 
 
 def promote_canary(manifest_path: Path | str, progress: Progress | None = None, timeout: float = 60.0) -> OpResult:
@@ -146,14 +155,21 @@ def promote_stable(
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
             try:
+                # 1. every route to the canary (graceful): from here the stable app gets no request at all
+                op.progress(f"handing all traffic to {m.canary_name} while stable is replaced")
+                op.runtime.reload_proxy(m, all_to_canary=True)
+                # 2. stable on the canary's image and version, healthy before nginx routes to it again
                 op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version})")
                 op.runtime.start_track(m_new, "stable", timeout=timeout, progress=op.progress)
             except BaseException:
-                _undo(op, txn, stop_canary=False)
+                # The old version is known to start: give it at least a minute even after a short --timeout.
+                _undo(op, txn, stop_canary=False, timeout=max(timeout, 60.0))
                 raise
             # Past this point stable runs the new version: the edited manifest is the truth, keep it.
-            op.progress(f"removing {m.canary_name}")
+            # 3. the final config (stable only; nginx resolves the new stable's address), 4. the canary goes.
+            op.progress("sending all traffic to the new stable")
             op.runtime.reload_proxy(m_new)
+            op.progress(f"removing {m.canary_name}")
             op.runtime.stop_track(m_new, "canary")
             answer = _track_answer(m_new, "stable")
             if answer.get("version") not in (None, m.canary_version):

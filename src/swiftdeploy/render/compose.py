@@ -23,6 +23,17 @@ LOG_DIR = "/var/log/app"
 OPA_CONTAINER_PORT = 8181
 NGINX_SERVICE = "nginx"
 OPA_SERVICE = "opa"
+# nginx.conf is bind-mounted read-only at NGINX_CONF_MOUNT, and nginx runs a copy at NGINX_LIVE_CONF on the tmpfs.
+# Why: generate replaces nginx.conf by rename, and a running container's single-file bind mount keeps the OLD inode,
+# so a reload could never see the new file there. A (re)started container re-resolves the mount from the path and
+# copies the current file; a running one gets the new text piped into NGINX_LIVE_CONF by the docker runtime, which
+# then reloads nginx gracefully (runtime/docker.py).
+NGINX_CONF_MOUNT = "/etc/swiftdeploy/nginx.conf"
+NGINX_LIVE_CONF = "/tmp/swiftdeploy/nginx.conf"
+NGINX_START = (
+    f"mkdir -p /tmp/swiftdeploy && cp {NGINX_CONF_MOUNT} {NGINX_LIVE_CONF} "
+    f"&& exec nginx -c {NGINX_LIVE_CONF} -g 'daemon off;'"
+)
 
 
 def includes_opa(m: Manifest) -> bool:
@@ -103,12 +114,14 @@ def _nginx(m: Manifest) -> list[str]:
     lines = [
         f"  {NGINX_SERVICE}:\n",
         f"    image: {yaml_quote(m.nginx.image)}\n",
+        # Our own entrypoint (sh is in the official image and in Debian's): copy, then exec nginx as PID 1.
+        f"    entrypoint: {yaml_flow_list(['sh', '-c', NGINX_START])}\n",
         "    ports:\n",
         f"      - {yaml_quote(f'{m.nginx.port}:{m.nginx.port}')}\n",
         f"      - {yaml_quote(f'127.0.0.1:{m.nginx.admin_port}:{m.nginx.admin_port}')}\n",
         "    volumes:\n",
-        f"      - {yaml_quote('./nginx.conf:/etc/nginx/nginx.conf:ro')}\n",
-        # Read-only root: nginx.conf keeps its pid and temp files in /tmp, which is a tmpfs.
+        f"      - {yaml_quote(f'./nginx.conf:{NGINX_CONF_MOUNT}:ro')}\n",
+        # Read-only root: nginx.conf keeps its pid and temp files in /tmp, which is a tmpfs (so is the live copy).
         "    read_only: true\n",
         "    tmpfs:\n",
         f"      - {yaml_quote('/tmp')}\n",

@@ -14,7 +14,7 @@ line and nginx refuses a duplicate).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -90,6 +90,13 @@ class NginxTarget:
             access_log=str(state / "logs" / "nginx-access.log"),
             temp_dir=str(state / "nginx" / "tmp"),
         )
+
+    def all_to_canary(self) -> NginxTarget:
+        """The handover target of `promote stable`: the stable upstream points at the canary as well, so every route
+        (the public split, `X-Canary` pins, admin /stable/*) reaches the canary while the stable app is replaced."""
+        if self.canary_upstream is None:
+            raise ValueError("all_to_canary needs a canary upstream: the manifest's mode must be canary")
+        return replace(self, stable_upstream=self.canary_upstream)
 
     def required_dirs(self) -> list[Path]:
         """Folders that must exist before nginx starts (empty for the docker target: /tmp exists)."""

@@ -3,13 +3,17 @@
 Every command line is built by a small pure function (tests assert them exactly); `DockerRuntime` only runs them.
 The SDK (imported lazily) pings the engine, checks images locally and reads container health.
 
-The nginx config is bind-mounted as a single file. `atomic_write` replaces that file by rename, and a single-file
-bind mount keeps pointing at the old inode, so `nginx -s reload` inside the container would re-read the OLD
-config. reload_proxy therefore recreates the nginx container (a second or so of refused connections) instead.
+nginx changes configuration without being recreated. The compose file starts it from a copy of the mounted
+nginx.conf on its tmpfs (render/compose.py says why: a single-file bind mount keeps the old inode after the atomic
+rename). reload_proxy pipes the rendered config into the running container (`compose exec -T nginx sh -c
+RELOAD_SCRIPT`), which `nginx -t`s it, renames it over the live copy, sends SIGHUP to the master and waits until
+new workers run and the old ones have finished their in-flight requests: no connection is refused, no request is
+cut. A container started or restarted later copies the file on disk, which says the same.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
+from ..render.compose import NGINX_LIVE_CONF, NGINX_SERVICE
 from .base import Progress, ServiceHealth, Track, _noop, service_of
 
 if TYPE_CHECKING:
@@ -62,8 +67,63 @@ def down_argv(base: Sequence[str]) -> list[str]:
     return [*base, "down", "-v", "--remove-orphans"]
 
 
-def nginx_test_argv(base: Sequence[str]) -> list[str]:
-    return [*base, "exec", "-T", "nginx", "nginx", "-t"]
+# Runs inside the nginx container as its own user (POSIX sh: dash, busybox), the new config on stdin.
+# $1 live config, $2 pid file, $3 seconds the old workers get to finish their requests.
+# Exit 0 reloaded; 2 nginx -t refused the config (nothing changed); 3 this nginx was not started from $1 (a
+# container made before this layout: recreate it); 4 no new workers appeared (nginx kept its old config).
+RELOAD_SCRIPT = """\
+set -u
+live=$1 pidfile=$2 drain=$3
+[ -f "$live" ] || { echo "nginx does not run from $live" >&2; exit 3; }
+master=$(cat "$pidfile") || exit 1
+cat > "$live.next" || exit 1
+nginx -t -q -c "$live.next" || { rm -f "$live.next"; exit 2; }
+workers() {
+  for f in /proc/[0-9]*/stat; do
+    read -r pid comm state ppid rest < "$f" && [ "$ppid" = "$master" ] && [ "$state" != Z ] && printf '%s ' "$pid"
+  done 2>/dev/null
+}
+old=" $(workers)"
+mv -f "$live.next" "$live" || exit 1
+kill -HUP "$master" || exit 1
+tick=0 applied=
+while :; do
+  left=
+  for pid in $(workers); do
+    case "$old" in *" $pid "*) left=1 ;; *) applied=1 ;; esac
+  done
+  [ -n "$applied" ] && [ -z "$left" ] && { echo "reloaded in $tick/10 s"; exit 0; }
+  if [ -z "$applied" ] && [ "$tick" -ge 100 ]; then
+    echo "nginx started no new worker within 10 s after SIGHUP: it kept its previous configuration" >&2; exit 4
+  fi
+  if [ -n "$applied" ] && [ "$tick" -ge $((drain * 10)) ]; then
+    echo "reloaded; old workers still busy after ${drain} s"; exit 0
+  fi
+  tick=$((tick + 1))
+  sleep 0.1
+done
+"""
+
+
+def reload_argv(base: Sequence[str], pid_file: str, drain: int) -> list[str]:
+    return [
+        *base,
+        "exec",
+        "-T",
+        NGINX_SERVICE,
+        "sh",
+        "-c",
+        RELOAD_SCRIPT,
+        "reload",
+        NGINX_LIVE_CONF,
+        pid_file,
+        str(drain),
+    ]
+
+
+def _shown(argv: Sequence[str]) -> str:
+    """A command line for a message: the reload script's body is not worth printing."""
+    return " ".join("<script>" if arg == RELOAD_SCRIPT else arg for arg in argv)
 
 
 def logs_argv(base: Sequence[str], service: str, n: int) -> list[str]:
@@ -221,19 +281,28 @@ class DockerRuntime:
             self._compose = find_compose()
         return compose_base(self._compose, m.project_name, m.out_dir / COMPOSE_FILE)
 
-    def _exec(self, argv: list[str], *, timeout: float, what: str, hint: str | None = None) -> str:
+    def _call(
+        self, argv: list[str], *, timeout: float, what: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         try:
-            done = self._run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+            return self._run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise OperationFailed(f"{what}: `{' '.join(argv)}` did not finish in {timeout:.0f}s") from None
+            raise OperationFailed(f"{what}: `{_shown(argv)}` did not finish in {timeout:.0f}s") from None
         except OSError as exc:
             raise RuntimeUnavailable(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def _failed(done: subprocess.CompletedProcess[str], what: str, hint: str | None = None) -> OperationFailed:
+        lines = ((done.stderr or "") + (done.stdout or "")).strip().splitlines()[-15:]
+        return OperationFailed(
+            f"{what} failed (exit {done.returncode}): `{_shown(done.args)}`\n" + "\n".join(f"  {x}" for x in lines),
+            hint=hint,
+        )
+
+    def _exec(self, argv: list[str], *, timeout: float, what: str, hint: str | None = None) -> str:
+        done = self._call(argv, timeout=timeout, what=what)
         if done.returncode != 0:
-            lines = ((done.stderr or "") + (done.stdout or "")).strip().splitlines()[-15:]
-            raise OperationFailed(
-                f"{what} failed (exit {done.returncode}): `{' '.join(argv)}`\n" + "\n".join(f"  {x}" for x in lines),
-                hint=hint,
-            )
+            raise self._failed(done, what, hint)
         return done.stdout or ""
 
     def _images_hint(self, m: Manifest, tracks: Sequence[Track]) -> str | None:
@@ -248,14 +317,19 @@ class DockerRuntime:
 
     # protocol
     def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
-        self.client()  # no engine -> RuntimeUnavailable before anything runs
+        client = self.client()  # no engine -> RuntimeUnavailable before anything runs
         tracks: list[Track] = ["stable", "canary"] if m.services.mode == "canary" else ["stable"]
+        nginx = container_health(client, m.project_name).get(NGINX_SERVICE)
         progress("docker compose up (waiting for healthchecks)")
         try:
             self._exec(up_argv(self.base(m), timeout), timeout=timeout + 120, what="docker compose up")
         except OperationFailed as exc:
             exc.hint = exc.hint or self._images_hint(m, tracks)
             raise
+        if nginx is not None and nginx.running:
+            # A running nginx keeps its config (and the upstream addresses it resolved) until it is reloaded.
+            progress("reloading nginx")
+            self.reload_proxy(m)
 
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         self.client()
@@ -277,10 +351,50 @@ class DockerRuntime:
         # `compose rm` answers "no such service". Remove its containers by their compose labels instead.
         remove_service_containers(client, m.project_name, service)
 
-    def reload_proxy(self, m: Manifest) -> None:
-        # Recreate instead of `nginx -s reload`: see the module docstring (single-file bind mount).
-        self.client()
-        self._exec(track_up_argv(self.base(m), "nginx", 60), timeout=180, what="recreating nginx")
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
+        """Graceful reload of the running nginx (module docstring); a missing or stopped nginx is started.
+
+        all_to_canary: the handover config of `promote stable` (NginxTarget.all_to_canary), which exists only here:
+        the file on disk already says the final topology.
+        """
+        from ..render import NginxTarget, render_nginx
+
+        client = self.client()
+        target = NginxTarget.docker(m)
+        if all_to_canary:
+            target = target.all_to_canary()
+        text = render_nginx(m, target)
+        base = self.base(m)
+        nginx = container_health(client, m.project_name).get(NGINX_SERVICE)
+        if nginx is not None and nginx.running:
+            done = self._pipe_config(m, base, target, text)
+            if done.returncode != 3:
+                self._check_reload(m, done)
+                return
+            # 3: a container made before nginx ran from a live copy (an older swiftdeploy): recreate it once.
+        self._exec(track_up_argv(base, NGINX_SERVICE, 60), timeout=180, what="starting nginx")
+        if all_to_canary:  # the new container runs the file on disk; the handover config differs from it
+            self._check_reload(m, self._pipe_config(m, base, target, text))
+
+    def _pipe_config(self, m: Manifest, base: list[str], target: Any, text: str) -> subprocess.CompletedProcess[str]:
+        # Old workers get as long as a proxied request may take (proxy_timeout) to finish theirs.
+        drain = max(10, math.ceil(m.nginx.proxy_timeout) + 5)
+        argv = reload_argv(base, target.pid_path, drain)
+        return self._call(argv, timeout=drain + 60, what="reloading nginx", stdin=text)
+
+    def _check_reload(self, m: Manifest, done: subprocess.CompletedProcess[str]) -> None:
+        logs = f"`docker compose -p {m.project_name} logs nginx`"
+        if done.returncode == 2:
+            raise self._failed(
+                done,
+                "nginx -t of the new configuration (nginx keeps serving the previous one)",
+                hint=f"every upstream service must be running (`docker compose -p {m.project_name} ps`); "
+                "if they are and the manifest validates, this is a swiftdeploy bug: please report it",
+            )
+        if done.returncode == 4:
+            raise self._failed(done, "reloading nginx (it keeps serving the previous configuration)", hint=logs)
+        if done.returncode != 0:
+            raise self._failed(done, "reloading nginx", hint=logs)
 
     def down(self, m: Manifest) -> list[str]:
         self.client()

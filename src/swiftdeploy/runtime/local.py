@@ -238,16 +238,18 @@ class LocalRuntime:
             canary_port = canary.port
         return stable.port, canary_port
 
-    def render_conf(self, m: Manifest) -> tuple[str, list[Path]]:
+    def render_conf(self, m: Manifest, *, all_to_canary: bool = False) -> tuple[str, list[Path]]:
         from ..render import NginxTarget, render_nginx
 
         stable_port, canary_port = self._ports(m)
         target = NginxTarget.local(m, m.state_dir, stable_port, canary_port)
+        if all_to_canary:
+            target = target.all_to_canary()
         return render_nginx(m, target), target.required_dirs()
 
-    def _write_checked_conf(self, m: Manifest) -> Path:
+    def _write_checked_conf(self, m: Manifest, *, all_to_canary: bool = False) -> Path:
         """Render, `nginx -t` a candidate file, and only then replace the live config."""
-        text, dirs = self.render_conf(m)
+        text, dirs = self.render_conf(m, all_to_canary=all_to_canary)
         for folder in dirs:
             folder.mkdir(parents=True, exist_ok=True)
         conf = self.nginx_conf(m)
@@ -314,7 +316,7 @@ class LocalRuntime:
                 )
             time.sleep(0.05)
 
-    def reload_proxy(self, m: Manifest) -> None:
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
         import psutil
 
         rec = self.running(m, NGINX)
@@ -324,7 +326,7 @@ class LocalRuntime:
             before = {c.pid for c in psutil.Process(rec.pid).children()}
         except psutil.Error:
             before = set()
-        self._write_checked_conf(m)
+        self._write_checked_conf(m, all_to_canary=all_to_canary)
         os.kill(rec.pid, signal.SIGHUP)
         # Reload is done when new workers run and the old ones have left (they stop accepting at once, and
         # finish in-flight requests; a slow one may linger: new connections already get the new config).
