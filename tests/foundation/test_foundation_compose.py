@@ -88,7 +88,7 @@ def test_compose_reads_back_what_we_meant(manifests, minimal_text, compose_binar
     if "opa" in services:
         opa = services["opa"]
         assert [(p["host_ip"], p["target"]) for p in opa["ports"]] == [("127.0.0.1", 8181)]
-        assert opa["command"] == ["run", "--server", "--addr=0.0.0.0:8181", "/policies"]
+        assert opa["command"] == ["run", "--server", "--watch", "--addr=0.0.0.0:8181", "/policies"]
         assert opa["volumes"][0]["source"] == str(m.out_dir / "policy-bundle") and opa["volumes"][0]["read_only"]
         assert (m.out_dir / "policy-bundle" / "data.json").is_file()
     assert config["networks"][m.network.name]["name"] == m.network.name

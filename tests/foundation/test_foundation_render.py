@@ -213,7 +213,7 @@ def test_compose_contract(canary):
     assert '"app-canary":\n        condition: "service_healthy"' in nginx
     opa = text.split("  opa:\n", 1)[1].split("\n\n", 1)[0]
     assert 'image: "openpolicyagent/opa:1.4.2"' in opa
-    assert 'command: ["run", "--server", "--addr=0.0.0.0:8181", "/policies"]' in opa
+    assert 'command: ["run", "--server", "--watch", "--addr=0.0.0.0:8181", "/policies"]' in opa
     assert '- "127.0.0.1:8181:8181"' in opa and '- "./policy-bundle:/policies:ro"' in opa
     assert 'networks:\n  "swiftdeploy-net":\n    name: "swiftdeploy-net"\n    driver: "bridge"' in text
     assert 'volumes:\n  "app-logs": {}' in text

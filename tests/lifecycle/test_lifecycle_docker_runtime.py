@@ -455,3 +455,69 @@ def test_reload_script_switches_gracefully_and_refuses_a_broken_config(live_ngin
     # An nginx that was not started from the live copy (a container from before this layout): exit 3.
     n.live.unlink()
     assert n.reload(split).returncode == 3
+
+
+def _opa_manifest(tmp_path, engine, opa_port):
+    text = (
+        "services: {name: api, image: acme/api:1.0, port: 3000}\n"
+        f"policy: {{engine: {engine}}}\nopa: {{port: {opa_port}, timeout: 0.3}}\n"
+    )
+    path = tmp_path / "manifest.yaml"
+    path.write_text(text)
+    return parse_manifest(text).with_source(path, "0" * 64)
+
+
+def _closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def opa_health_server():
+    """A stand-in answering GET /health with 200, as a healthy OPA server does."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_policy_engine_starts_before_the_first_gate_and_waits_for_health(tmp_path, opa_health_server):
+    m = _opa_manifest(tmp_path, "opa", opa_health_server)
+    recorder = Recorder()
+    runtime(FakeClient(), recorder).start_policy_engine(m, timeout=2)
+    assert recorder.calls == [[*_base(m), "up", "-d", "--no-deps", "opa"]]
+
+
+def test_policy_engine_opa_that_never_answers_fails_closed_auto_falls_back(tmp_path):
+    from swiftdeploy.errors import PolicyEngineUnavailable
+
+    port = _closed_port()
+    with pytest.raises(PolicyEngineUnavailable):
+        runtime(FakeClient(), Recorder()).start_policy_engine(_opa_manifest(tmp_path, "opa", port), timeout=0.5)
+    said = []
+    runtime(FakeClient(), Recorder()).start_policy_engine(
+        _opa_manifest(tmp_path, "auto", port), timeout=0.5, progress=said.append
+    )
+    assert any("embedded engine" in line for line in said)
+
+
+def test_policy_engine_embedded_starts_nothing(tmp_path):
+    recorder = Recorder()
+    runtime(FakeClient(), recorder).start_policy_engine(_opa_manifest(tmp_path, "embedded", _closed_port()))
+    assert recorder.calls == []

@@ -29,6 +29,8 @@ def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress 
         with failure_event(op, "deploy_failed"):
             op.progress("writing generated files")
             result.generated = [str(p) for p in generate.write(m)]
+            # The first gate of a docker deploy may ask the stack's own OPA server: start it before asking.
+            op.runtime.start_policy_engine(m, timeout=min(30.0, timeout), progress=op.progress)
             op.progress("checking the host against the infrastructure policy")
             decision = op.decide("infrastructure", host_facts(m.base_dir), gate="deploy")
             try:

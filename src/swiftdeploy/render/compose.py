@@ -133,7 +133,8 @@ def _nginx(m: Manifest) -> list[str]:
 
 
 def _opa(m: Manifest) -> list[str]:
-    command = ["run", "--server", f"--addr=0.0.0.0:{OPA_CONTAINER_PORT}", "/policies"]
+    # --watch: `swiftdeploy init` rewrites policy-bundle/ (e.g. a threshold override); OPA reloads it by itself.
+    command = ["run", "--server", "--watch", f"--addr=0.0.0.0:{OPA_CONTAINER_PORT}", "/policies"]
     return [
         f"  {OPA_SERVICE}:\n",
         f"    image: {yaml_quote(m.opa.image)}\n",

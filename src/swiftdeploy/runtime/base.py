@@ -42,6 +42,12 @@ class Runtime(Protocol):
     def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         """Start (or converge) the whole stack for the manifest's current mode and wait until healthy."""
 
+    def start_policy_engine(self, m: Manifest, *, timeout: float = 30.0, progress: Progress = _noop) -> None:
+        """Start the policy engine service the stack runs (docker: the OPA container) and wait for its /health,
+        so the first gate of a deploy can ask it. No-op when the runtime runs none (local, engine embedded).
+        Engine `opa`: PolicyEngineUnavailable (exit 4) when OPA does not become healthy; `auto` falls back to the
+        embedded engine then."""
+
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         """(Re)start one track's app with the manifest's settings for it and wait until healthy."""
 

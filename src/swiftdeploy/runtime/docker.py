@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
+from ..errors import HealthTimeout, OperationFailed, PolicyEngineUnavailable, RuntimeUnavailable
 from ..render.compose import NGINX_LIVE_CONF, NGINX_SERVICE
 from .base import Progress, ServiceHealth, Track, _noop, service_of
 
@@ -57,6 +57,11 @@ def track_up_argv(base: Sequence[str], service: str, timeout: float) -> list[str
         str(max(1, int(timeout))),
         service,
     ]
+
+
+def service_up_argv(base: Sequence[str], service: str) -> list[str]:
+    """Start one service alone if it is not running (no recreation, no dependencies)."""
+    return [*base, "up", "-d", "--no-deps", service]
 
 
 def rm_argv(base: Sequence[str], service: str) -> list[str]:
@@ -330,6 +335,23 @@ class DockerRuntime:
             # A running nginx keeps its config (and the upstream addresses it resolved) until it is reloaded.
             progress("reloading nginx")
             self.reload_proxy(m)
+
+    def start_policy_engine(self, m: Manifest, *, timeout: float = 30.0, progress: Progress = _noop) -> None:
+        from ..policy.opa import OpaEngine, opa_url
+        from ..render.compose import OPA_SERVICE, includes_opa
+
+        if not includes_opa(m):
+            return
+        self.client()
+        progress("starting the OPA service")
+        self._exec(service_up_argv(self.base(m), OPA_SERVICE), timeout=timeout + 120, what="starting opa")
+        with OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout) as opa:
+            try:
+                opa.wait_healthy(timeout)
+            except PolicyEngineUnavailable:
+                if m.policy.engine == "opa":
+                    raise
+                progress("OPA does not answer /health: policy.engine auto uses the embedded engine")
 
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         self.client()

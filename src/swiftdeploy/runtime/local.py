@@ -188,6 +188,10 @@ class LocalRuntime:
         lines = [x for x in procs.tail(log, n + 1) if not x.startswith("--- ")][-n:]
         return ("\n  last log lines:\n" + "\n".join(f"    {x}" for x in lines)) if lines else ""
 
+    def start_policy_engine(self, m: Manifest, *, timeout: float = 30.0, progress: Progress = _noop) -> None:
+        """The local runtime runs no OPA server: `auto` uses the embedded engine, `opa` asks the OPA the person
+        runs at 127.0.0.1:<opa.port> themselves."""
+
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         """Start the track's app (replacing a running one blue/green) and wait until it answers /healthz."""
         service = service_of(m, track)
