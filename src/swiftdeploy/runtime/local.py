@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,31 +158,23 @@ class LocalRuntime:
         )
 
     def _wait_app(self, m: Manifest, rec: procs.ProcRecord, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer yet"
-        while True:
-            if not procs.is_running(rec):
-                code = procs.exit_code(rec)
-                raise HealthTimeout(
-                    f"{rec.name} exited before becoming healthy"
-                    + (f" (exit code {code})" if code is not None else "")
-                    + self._log_excerpt(rec.log),
-                    hint=f"see {rec.log}; check services.command / the app's settings",
-                )
-            try:
-                status, body = http_get(f"http://127.0.0.1:{rec.port}/healthz", timeout=1.0)
-                if status == 200:
-                    return
-                last = f"HTTP {status}: {body.strip()[:200]}"
-            except OSError as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if time.monotonic() >= deadline:
-                raise HealthTimeout(
-                    f"{rec.name} (pid {rec.pid}) did not answer GET http://127.0.0.1:{rec.port}/healthz with 200 "
-                    f"within {round(timeout, 1):g}s; last answer: {last}" + self._log_excerpt(rec.log),
-                    hint=f"see {rec.log}; raise --timeout if the app is just slow to start",
-                )
-            time.sleep(0.1)
+        def exited() -> Exception:
+            code = procs.exit_code(rec)
+            return HealthTimeout(
+                f"{rec.name} exited before becoming healthy"
+                + (f" (exit code {code})" if code is not None else "")
+                + self._log_excerpt(rec.log),
+                hint=f"see {rec.log}; check services.command / the app's settings",
+            )
+
+        def timed_out(last: str) -> Exception:
+            return HealthTimeout(
+                f"{rec.name} (pid {rec.pid}) did not answer GET http://127.0.0.1:{rec.port}/healthz with 200 "
+                f"within {round(timeout, 1):g}s; last answer: {last}" + self._log_excerpt(rec.log),
+                hint=f"see {rec.log}; raise --timeout if the app is just slow to start",
+            )
+
+        _poll_healthy(rec, f"http://127.0.0.1:{rec.port}/healthz", timeout, 0.1, exited, timed_out)
 
     @staticmethod
     def _log_excerpt(log: str, n: int = 8) -> str:
@@ -295,30 +288,23 @@ class LocalRuntime:
         return rec
 
     def _wait_nginx(self, m: Manifest, rec: procs.ProcRecord, timeout: float) -> None:
-        deadline = time.monotonic() + min(timeout, 15.0)
-        last = "no answer yet"
-        while True:
-            if not procs.is_running(rec):
-                raise OperationFailed(
-                    "nginx exited right after starting"
-                    + self._log_excerpt(rec.log)
-                    + self._log_excerpt(str(self._error_log(m)), 5),
-                    hint=f"see {self._error_log(m)}",
-                )
-            try:
-                status, _ = http_get(f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz", timeout=1.0)
-                if status == 200:
-                    return
-                last = f"HTTP {status}"
-            except OSError as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if time.monotonic() >= deadline:
-                raise HealthTimeout(
-                    f"nginx did not answer /stable/healthz on 127.0.0.1:{m.nginx.admin_port}; last answer: {last}"
-                    + self._log_excerpt(str(self._error_log(m)), 5),
-                    hint=f"see {self._error_log(m)}",
-                )
-            time.sleep(0.05)
+        def exited() -> Exception:
+            return OperationFailed(
+                "nginx exited right after starting"
+                + self._log_excerpt(rec.log)
+                + self._log_excerpt(str(self._error_log(m)), 5),
+                hint=f"see {self._error_log(m)}",
+            )
+
+        def timed_out(last: str) -> Exception:
+            return HealthTimeout(
+                f"nginx did not answer /stable/healthz on 127.0.0.1:{m.nginx.admin_port}; last answer: {last}"
+                + self._log_excerpt(str(self._error_log(m)), 5),
+                hint=f"see {self._error_log(m)}",
+            )
+
+        url = f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz"
+        _poll_healthy(rec, url, min(timeout, 15.0), 0.05, exited, timed_out)
 
     def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
         import psutil
@@ -457,3 +443,30 @@ class LocalRuntime:
         for name in ("pids", "logs", "nginx"):
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(m.state_dir / name)
+
+
+def _poll_healthy(
+    rec: procs.ProcRecord,
+    url: str,
+    timeout: float,
+    interval: float,
+    exited: Callable[[], Exception],
+    timed_out: Callable[[str], Exception],
+) -> None:
+    """Poll `url` until it answers 200; raise `exited()` as soon as the process dies, `timed_out(last answer)`
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        if not procs.is_running(rec):
+            raise exited()
+        try:
+            status, body = http_get(url, timeout=1.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}: {body.strip()[:200]}"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        if time.monotonic() >= deadline:
+            raise timed_out(last)
+        time.sleep(interval)
