@@ -26,7 +26,8 @@ def rules(d: Decision) -> set[str]:
 
 
 # (domain, input, expected verdict, expected violated rules) - defaults: disk >= 10 GB, load <= 2.0,
-# memory <= 90 %, error rate <= 1 %, P99 <= 500 ms, >= 20 requests, +0.5 points / 2x P99 vs stable.
+# memory <= 90 %, error rate <= 1 %, P99 <= 500 ms, >= 20 requests, +0.5 points / 2x P99 vs stable
+# (the P99 ratio only from a canary P99 of 250 ms).
 CASES = [
     ("infrastructure", host(), "allow", set()),
     ("infrastructure", host(disk_free_gb=9.99), "deny", {"disk_free"}),
@@ -51,10 +52,11 @@ CASES = [
     ("canary", canary(TRACK, error_rate_percent=0.49, errors=1), "allow", set()),
     ("canary", canary(TRACK, error_rate_percent=0.5, errors=1), "allow", set()),
     ("canary", canary(TRACK, error_rate_percent=0.51, errors=1), "deny", {"error_rate_vs_stable"}),
-    ("canary", canary(TRACK, p99_ms=199.9), "allow", set()),
-    ("canary", canary(TRACK, p99_ms=200), "allow", set()),
-    ("canary", canary(TRACK, p99_ms=200.1), "deny", {"p99_vs_stable"}),
-    ("canary", canary({**TRACK, "p99_ms": 10.0}, p99_ms=49.0), "allow", set()),  # under the 50 ms noise floor
+    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=299.9), "allow", set()),
+    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=300), "allow", set()),
+    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=300.1), "deny", {"p99_vs_stable"}),
+    ("canary", canary(TRACK, p99_ms=249.9), "allow", set()),  # 2.5x, but under the 250 ms noise floor
+    ("canary", canary(TRACK, p99_ms=250), "deny", {"p99_vs_stable"}),  # at the floor the ratio rule applies
     ("canary", canary(None, p99_ms=400.0), "allow", set()),  # no baseline: relative rules skipped
 ]
 
