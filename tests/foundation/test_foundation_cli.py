@@ -206,3 +206,23 @@ def test_console_script_exit_codes(manifests, minimal_text):
     bad = manifests.write("services: {image: demo:1, port: 0}\n")
     invalid = subprocess.run([exe, "-m", str(bad), "init"], capture_output=True, text=True)
     assert invalid.returncode == 2 and "services.port" in invalid.stderr and "Traceback" not in invalid.stderr
+
+
+def test_unexpected_exception_is_one_line_exit_1_and_traceback_only_with_debug(
+    manifests, minimal_text, monkeypatch, capsys
+):
+    import swiftdeploy.generate
+
+    path = manifests.write(minimal_text)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(swiftdeploy.generate, "plan", broken)
+    monkeypatch.delenv("SWIFTDEPLOY_DEBUG", raising=False)
+    assert run(["-m", str(path), "init"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected RuntimeError: disk on fire" in err and "SWIFTDEPLOY_DEBUG=1" in err
+    monkeypatch.setenv("SWIFTDEPLOY_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(["-m", str(path), "init"])

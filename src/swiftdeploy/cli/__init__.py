@@ -69,6 +69,13 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except Exception as exc:  # a bug (ours or a plugin's): still one line, exit 1; the traceback on request
+        if debug_enabled():
+            raise
+        _error_line(
+            f"unexpected {type(exc).__name__}: {exc} (this is a bug; rerun with SWIFTDEPLOY_DEBUG=1 for the traceback)"
+        )
+        return 1
 
 
 def _error_line(message: str) -> None:
