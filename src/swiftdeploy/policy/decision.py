@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..format import format_number as _fmt
+
 DOMAINS: tuple[str, ...] = ("infrastructure", "canary")
 VERDICTS: tuple[str, ...] = ("allow", "deny", "inconclusive")
 
@@ -123,14 +125,6 @@ def _violation(index: int, raw: Any) -> Violation:
         unit=unit if isinstance(unit, str) else "",
         field=field_name if isinstance(field_name, str) else None,
     )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "NaN"
-    if value is None:
-        return "null"
-    return str(value)
 
 
 def _type(value: Any) -> str:
