@@ -104,7 +104,7 @@ def test_library_use_without_the_cli(tmp_path) -> None:
     manifest.write_text("services: {image: 'demo:1', port: 3000}\n")
     m = swiftdeploy.load_manifest(manifest)
     assert m.services.image == "demo:1"
-    files = swiftdeploy.render_all(m)
+    files = swiftdeploy.render_all(m, swiftdeploy.load_policy_set(m))
     assert {"docker-compose.yml", "nginx.conf"} <= set(files)
     assert files["nginx.conf"] == swiftdeploy.render_nginx(m)
     swiftdeploy.append_history(m.history_path, "init")

@@ -5,7 +5,8 @@ Everything the CLI does is a function here; the CLI only parses arguments and re
     import swiftdeploy
 
     m = swiftdeploy.load_manifest("manifest.yaml")          # validated model (ManifestError, exit 2)
-    files = swiftdeploy.render_all(m)                        # {"docker-compose.yml": text, "nginx.conf": text, ...}
+    policies = swiftdeploy.load_policy_set(m)                # reads the .rego files and data.json the manifest uses
+    files = swiftdeploy.render_all(m, policies)              # pure: {"docker-compose.yml": text, "nginx.conf": ...}
     facts = swiftdeploy.host_facts(m.base_dir)               # what the infrastructure policy sees
     decision = swiftdeploy.evaluate(m, "infrastructure", facts)
     if not decision.allow:
@@ -51,6 +52,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "render_nginx": ("swiftdeploy.render", "render_nginx"),
     "NginxTarget": ("swiftdeploy.render", "NginxTarget"),
     # policy
+    "load_policy_set": ("swiftdeploy.policy.bundle", "load_policy_set"),
     "host_facts": ("swiftdeploy.policy.facts", "host_facts"),
     "evaluate": ("swiftdeploy.policy", "evaluate"),
     "require_allow": ("swiftdeploy.policy", "require_allow"),
@@ -89,6 +91,7 @@ __all__ = [
     "render_nginx",
     "NginxTarget",
     # policy
+    "load_policy_set",
     "host_facts",
     "evaluate",
     "require_allow",
@@ -148,5 +151,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .metrics import admin_url, canary_input, scrape, window
     from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic
     from .policy import Decision, Violation, evaluate, require_allow
+    from .policy.bundle import load_policy_set
     from .policy.facts import host_facts
     from .render import NginxTarget, render_all, render_compose, render_nginx

@@ -72,8 +72,6 @@ class _Chart:
     """Bounded time series: at most CHART_POINTS buckets; when a point falls beyond the last bucket, the width
     doubles and adjacent buckets merge (max per series). Each bucket keeps the max, so a spike stays visible."""
 
-    SERIES = ("stable_p99", "canary_p99", "stable_err", "canary_err")
-
     def __init__(self, points: int = CHART_POINTS) -> None:
         self.points = points
         self.origin: datetime | None = None
@@ -122,7 +120,6 @@ class AuditReport:
     engines: Counter = field(default_factory=Counter)  # gate decisions by engine
     status_engines: Counter = field(default_factory=Counter)  # dashboard evaluations by engine
     promotions: Counter = field(default_factory=Counter)  # promote_succeeded by target
-    failed: Counter = field(default_factory=Counter)  # rollback/teardown records with failed=true
     timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     timeline_total: int = 0
     mode_changes: deque = field(default_factory=lambda: deque(maxlen=LIST_MAX))
@@ -150,8 +147,6 @@ class AuditReport:
             return
         self.timeline_total += 1
         self.timeline.append((ts, event, _details(record)))
-        if record.get("failed") is True:
-            self.failed[event] += 1
         if ("mode_to" in record or "mode_from" in record) and record.get("mode_from") != record.get("mode_to"):
             self.mode_changes_total += 1
             self.mode_changes.append(
@@ -317,8 +312,8 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         ],
         ["Blocks by policy", f"{blocks} ({ev['deploy_blocked']} deploy, {ev['promote_blocked']} promote)"],
         ["Policy decisions", f"{ev['policy_decision']} ({verdicts})"],
-        ["Rollbacks", _with_failed(ev["rollback"], r.failed["rollback"])],
-        ["Teardowns", _with_failed(ev["teardown"], r.failed["teardown"])],
+        ["Rollbacks", _with_failed(ev["rollback"], ev["rollback_failed"])],
+        ["Teardowns", _with_failed(ev["teardown"], ev["teardown_failed"])],
         ["Chaos episodes", f"{r.chaos_total}" + (f" ({episodes_open} still active)" if episodes_open else "")],
         ["Policy engines", _engines(r)],
         ["Skipped lines", f"{r.skipped} (torn or invalid lines in the history file)"],
@@ -458,7 +453,9 @@ def _charts(r: AuditReport) -> list[str]:
 # --- formatting helpers ---
 
 
-def _with_failed(total: int, failed: int) -> str:
+def _with_failed(succeeded: int, failed: int) -> str:
+    """Attempts (a success event or a `*_failed` one each), with the failures."""
+    total = succeeded + failed
     return f"{total} ({failed} failed)" if failed else str(total)
 
 

@@ -6,20 +6,20 @@ failed row saying so, never a crash; a row never claims more than was actually c
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ManifestError, SwiftDeployError
+from .errors import ManifestError, RuntimeUnavailable, SwiftDeployError
+from .runtime import port_claims, runtime_spec
+from .runtime.local import app_argv, find_nginx, preferred_port
+from .runtime.procs import bind_problem
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -63,8 +63,10 @@ def run_checks(manifest_path: Path) -> Report:
         return report
     report.rows.append(CheckResult("manifest valid", True, f"{m.source_path} (sha256 {str(m.sha256)[:12]}…)"))
     report.rows.append(required_fields(m))
-    report.rows += _guard("docker images", lambda: image_checks(m)) if m.runtime == "docker" else []
-    report.rows += _guard("app command", lambda: [app_command(m)]) if m.runtime == "local" else []
+    if runtime_spec(m).apps == "images":
+        report.rows += _guard("docker images", lambda: image_checks(m))
+    else:
+        report.rows += _guard("app command", lambda: [app_command(m)])
     report.rows += port_checks(m)
     report.rows += _guard("nginx -t", lambda: nginx_checks(m))
     report.rows += _guard("generated files fresh", lambda: [files_fresh(m)])
@@ -148,11 +150,6 @@ def image_checks(m: Manifest) -> list[CheckResult]:
     return rows
 
 
-def app_argv(m: Manifest) -> list[str]:
-    """The local runtime's app command (the manifest's, else the bundled demo API under this interpreter)."""
-    return list(m.services.command) if m.services.command else [sys.executable, "-m", "demo_api"]
-
-
 def app_command(m: Manifest) -> CheckResult:
     argv = app_argv(m)
     exe = shutil.which(argv[0]) if os.sep not in argv[0] else (argv[0] if os.access(argv[0], os.X_OK) else None)
@@ -177,22 +174,14 @@ def app_command(m: Manifest) -> CheckResult:
 # --- ports ------------------------------------------------------------------------------------------------------
 
 
-def port_claims(m: Manifest) -> list[tuple[str, str, int]]:
-    """(what, bind address, port) for every port a deploy of `m` listens on."""
-    from .render.compose import includes_opa
-
-    public_host = "0.0.0.0" if m.runtime == "docker" else "127.0.0.1"  # compose publishes on every interface
-    claims = [("public", public_host, m.nginx.port), ("admin", "127.0.0.1", m.nginx.admin_port)]
-    if m.runtime == "docker" and includes_opa(m):
-        claims.append(("opa", "127.0.0.1", m.opa.port))
-    # The local runtime's app ports are not claimed: it prefers services.port but picks a free one when it is busy.
-    return claims
-
-
 def port_checks(m: Manifest) -> list[CheckResult]:
+    """One row per port the runtime's port rules say must be free (`swiftdeploy.runtime.port_claims`)."""
     rows = []
-    for what, host, port in port_claims(m):
-        name = f"port {port} free ({what})"
+    for claim in port_claims(m):
+        if not claim.must_be_free:
+            continue
+        host, port = claim.host, claim.port
+        name = f"port {port} free ({claim.what})"
         problem = bind_problem(host, port)
         if problem is None:
             rows.append(CheckResult(name, True, f"bound and released {host}:{port}"))
@@ -200,21 +189,6 @@ def port_checks(m: Manifest) -> list[CheckResult]:
             fix = "stop what listens there (if it is this deployment: `swiftdeploy teardown`) or choose another port"
             rows.append(CheckResult(name, False, f"{host}:{port}: {problem}", fix))
     return rows
-
-
-def bind_problem(host: str, port: int) -> str | None:
-    """None when `host:port` can be bound now (SO_REUSEADDR, like nginx), else why not."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "in use"
-            if exc.errno == errno.EACCES:
-                return "permission denied (a port below 1024 needs root)"
-            return exc.strerror or str(exc)
-    return None
 
 
 # --- nginx -t ---------------------------------------------------------------------------------------------------
@@ -225,11 +199,6 @@ class NginxTest:
     ok: bool
     method: str  # how the upstream names were made resolvable, for the row's detail
     output: str
-
-
-def find_nginx() -> str | None:
-    candidates = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-    return shutil.which("nginx") or next((p for p in candidates if os.access(p, os.X_OK)), None)
 
 
 def can_map_hosts() -> bool:
@@ -298,19 +267,18 @@ def upstream_names(m: Manifest) -> list[str]:
 def nginx_checks(m: Manifest) -> list[CheckResult]:
     from .render import NginxTarget, render_nginx
 
-    nginx = find_nginx()
-    if nginx is None:
+    try:
+        nginx = find_nginx()
+    except RuntimeUnavailable:
         return [CheckResult("nginx -t", False, "nginx is not installed", NGINX_INSTALL_HINT)]
     result = nginx_test(render_nginx(m), upstream_names(m), nginx=nginx, private_tmp=True)
     rows = [_nginx_row("nginx -t (nginx.conf)", result)]
-    if m.runtime == "local":
-        # The local runtime renders its own variant into the state folder; check that shape too (its real track
-        # ports are picked at deploy time, so this check uses services.port and services.port + 1).
+    if runtime_spec(m).nginx == "host":
+        # nginx on the host runs its own variant from the state folder; check that shape too (its real track
+        # ports are picked at deploy time, so this check uses the ports each track asks for first).
         with tempfile.TemporaryDirectory(prefix="swiftdeploy-state-") as state:
-            canary_port = None
-            if m.services.mode == "canary":
-                canary_port = m.services.port + 1 if m.services.port < 65535 else m.services.port - 1
-            target = NginxTarget.local(m, Path(state), m.services.port, canary_port)
+            canary_port = preferred_port(m, "canary") if m.services.mode == "canary" else None
+            target = NginxTarget.local(m, Path(state), preferred_port(m, "stable"), canary_port)
             for folder in target.required_dirs():
                 folder.mkdir(parents=True, exist_ok=True)
             local = nginx_test(render_nginx(m, target), [], nginx=nginx, private_tmp=False)

@@ -1,7 +1,8 @@
-"""Generated files on disk: what would change (`plan`), write the changes (`write`), or report drift (`check`).
+"""Generated files on disk: what they should say (`files`), what would change (`plan`), write the changes (`write`).
 
-The texts come from the pure builders in `swiftdeploy.render`; this module is the only place that compares them
-with the disk and writes them (atomically, one file at a time, only files whose text changed).
+The texts come from the pure builders in `swiftdeploy.render`; this module does their I/O: it reads the policy
+files they need (`load_policy_set`), compares the texts with the disk and writes them (atomically, one file at a
+time, only files whose text changed). Drift is `[c for c in plan(m) if c.changed]` (`init --check`, `validate`).
 """
 
 from __future__ import annotations
@@ -48,13 +49,18 @@ class Change:
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
-def plan(m: Manifest) -> list[Change]:
-    """Every generated file with its current and wanted text. Renders everything before touching the disk."""
+def files(m: Manifest) -> dict[str, str]:
+    """Relative path (under m.out_dir) -> text of every generated file: reads the policies, then renders."""
+    from .policy.bundle import load_policy_set
     from .render import render_all
 
-    files = render_all(m)
+    return render_all(m, load_policy_set(m))
+
+
+def plan(m: Manifest) -> list[Change]:
+    """Every generated file with its current and wanted text. Renders everything before touching the disk."""
     changes = []
-    for relpath, text in files.items():
+    for relpath, text in files(m).items():
         path = m.out_dir / relpath
         changes.append(Change(relpath=relpath, path=path, old=_read(path), new=text))
     return changes
@@ -68,11 +74,6 @@ def write(m: Manifest, changes: list[Change] | None = None) -> list[Path]:
             atomic_write(change.path, change.new)
             written.append(change.path)
     return written
-
-
-def check(m: Manifest) -> str:
-    """Unified diff of every generated file that is missing or differs from what the manifest produces."""
-    return "".join(change.diff() for change in plan(m))
 
 
 def _read(path: Path) -> str | None:

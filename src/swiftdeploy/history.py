@@ -1,6 +1,7 @@
 """history.jsonl: the append-only memory of a deployment (DESIGN §9, docs/history.md).
 
-One JSON object per line, each with `ts` (UTC RFC 3339, milliseconds, "Z") and `event`.
+One JSON object per line, each with `ts` (UTC RFC 3339, milliseconds, "Z") and `event` (one of EVENTS).
+`now_ts()` is swiftdeploy's one clock for written times (history records, the lock's holder info, pid files).
 
 Guarantees (and their limits):
 - Writers never interleave: every append takes `flock(LOCK_EX)` on the file and writes the whole line with
@@ -30,8 +31,10 @@ from typing import Any
 
 from .errors import InvalidInput, OperationFailed
 
-# Event names (a contract: INTERFACES.md; fields per event in docs/history.md).
-LIFECYCLE_EVENTS = (
+# The event vocabulary: every record's `event` is one of these (docs/history.md lists exactly these, with their
+# fields; a test compares the two). `append` refuses any other name: a new event is added here and documented there.
+# Failures are always `<operation>_failed`, policy refusals `<operation>_blocked`.
+EVENTS = (
     "init",
     "deploy_started",
     "deploy_blocked",
@@ -42,10 +45,29 @@ LIFECYCLE_EVENTS = (
     "promote_succeeded",
     "promote_failed",
     "rollback",
+    "rollback_failed",
     "teardown",
+    "teardown_failed",
     "chaos",
+    "policy_decision",
+    "status",
 )
-EVENTS = (*LIFECYCLE_EVENTS, "policy_decision", "status")
+_KNOWN = frozenset(EVENTS)
+# Plugins record their own events as `plugin.<plugin name>.<event>` (e.g. `plugin.hello.facts_read`): a namespace
+# the registry does not list, so a plugin never needs swiftdeploy changed and never takes a built-in name.
+PLUGIN_PREFIX = "plugin."
+_PLUGIN_EVENT = re.compile(r"plugin\.[a-z0-9][a-z0-9_-]{0,62}\.[a-z][a-z0-9_]{0,62}")
+
+
+def check_event(event: str) -> str:
+    """`event` when it is a registered event or a well-formed plugin event; ValueError (a programming error, not
+    bad input) otherwise."""
+    if event in _KNOWN or _PLUGIN_EVENT.fullmatch(event):
+        return event
+    raise ValueError(
+        f"unknown history event {event!r}: register it in swiftdeploy.history.EVENTS and docs/history.md, "
+        f"or (a plugin) name it {PLUGIN_PREFIX}<plugin name>.<event> in lowercase"
+    )
 
 
 def now_ts() -> str:
@@ -112,9 +134,11 @@ def encode(record: dict[str, Any]) -> bytes:
 def append(path: Path | str, event: str, /, *, fsync: bool = False, **fields: Any) -> dict[str, Any]:
     """Append one record {"ts", "event", **fields} to the history file and return it.
 
+    `event` must be in EVENTS or a plugin event (`plugin.<name>.<event>`): ValueError otherwise (check_event).
     Creates the parent folder. `fsync=True` also forces the line to disk before returning (see module doc).
     Raises OperationFailed (exit 1) when the file cannot be written.
     """
+    check_event(event)
     if "ts" in fields:
         raise TypeError("append() sets `ts` itself; do not pass it")
     record: dict[str, Any] = {"ts": now_ts(), "event": event, **fields}

@@ -15,15 +15,11 @@ import os
 import socket
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import LockHeld
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+from .history import now_ts
 
 
 def _pid_alive(pid: int) -> bool:
@@ -92,7 +88,7 @@ class DeployLock:
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "started": _now(),
+            "started": now_ts(),
             "operation": self.operation,
             "command": self.command,
         }

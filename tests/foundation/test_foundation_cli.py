@@ -144,8 +144,12 @@ def test_validate_without_docker_engine_is_a_failed_row(manifests, minimal_text,
 
 def test_validate_without_nginx_says_how_to_install(manifests, capsys, monkeypatch):
     from swiftdeploy import checks
+    from swiftdeploy.errors import RuntimeUnavailable
 
-    monkeypatch.setattr(checks, "find_nginx", lambda: None)
+    def no_nginx() -> str:
+        raise RuntimeUnavailable("nginx is not installed")
+
+    monkeypatch.setattr(checks, "find_nginx", no_nginx)
     path = _local_manifest(manifests)
     assert run(["-m", str(path), "validate", "--json"]) == 1
     rows = {row["check"]: row for row in json.loads(capsys.readouterr().out)}

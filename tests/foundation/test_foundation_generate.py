@@ -1,4 +1,4 @@
-"""generate.plan/write/check: only changed files are written, atomically; drift shows as a unified diff."""
+"""generate.files/plan/write: only changed files are written, atomically; drift shows as a unified diff."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import os
 import pytest
 
 from swiftdeploy import generate
-from swiftdeploy.render import render_all
+
+
+def drift(m) -> str:
+    """Unified diff of every generated file that is missing or differs from what the manifest produces."""
+    return "".join(change.diff() for change in generate.plan(m))
 
 
 def test_write_then_everything_is_fresh(manifests, minimal_text):
@@ -15,8 +19,8 @@ def test_write_then_everything_is_fresh(manifests, minimal_text):
     statuses = {c.relpath: c.status for c in generate.plan(m)}
     assert set(statuses.values()) == {"created"}
     written = generate.write(m)
-    assert sorted(p.relative_to(m.out_dir).as_posix() for p in written) == sorted(render_all(m))
-    assert generate.check(m) == ""
+    assert sorted(p.relative_to(m.out_dir).as_posix() for p in written) == sorted(generate.files(m))
+    assert drift(m) == ""
     assert {c.status for c in generate.plan(m)} == {"unchanged"}
     assert generate.write(m) == []
 
@@ -24,7 +28,7 @@ def test_write_then_everything_is_fresh(manifests, minimal_text):
 def test_second_write_is_byte_identical(manifests, minimal_text):
     m = manifests.load(minimal_text)
     generate.write(m)
-    first = {p: (m.out_dir / p).read_bytes() for p in render_all(m)}
+    first = {p: (m.out_dir / p).read_bytes() for p in generate.files(m)}
     mtimes = {p: (m.out_dir / p).stat().st_mtime_ns for p in first}
     generate.write(m)
     assert {p: (m.out_dir / p).read_bytes() for p in first} == first
@@ -37,13 +41,13 @@ def test_check_reports_edit_and_missing_file_as_unified_diff(manifests, minimal_
     conf = m.out_dir / "nginx.conf"
     conf.write_text(conf.read_text().replace("keepalive 16;", "keepalive 99;"))
     (m.out_dir / "docker-compose.yml").unlink()
-    diff = generate.check(m)
+    diff = drift(m)
     assert "--- a/nginx.conf\n+++ b/nginx.conf\n" in diff
     assert "-        keepalive 99;\n+        keepalive 16;\n" in diff
     assert "--- /dev/null\n+++ b/docker-compose.yml\n" in diff
     written = generate.write(m)
     assert {p.name for p in written} == {"nginx.conf", "docker-compose.yml"}
-    assert generate.check(m) == ""
+    assert drift(m) == ""
 
 
 def test_output_dir_is_respected(manifests, minimal_text):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from swiftdeploy.manifest import load_manifest, parse_manifest
+from swiftdeploy.policy.bundle import load_policy_set
 from swiftdeploy.render import NginxTarget, header_text, render_all, render_compose, render_nginx
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -51,8 +52,8 @@ def test_golden_canary(canary):
 
 
 def test_render_is_deterministic_across_loads(example_path, canary):
-    first = render_all(load_manifest(example_path))
-    second = render_all(load_manifest(example_path))
+    first = render_all(load_manifest(example_path), load_policy_set(load_manifest(example_path)))
+    second = render_all(load_manifest(example_path), load_policy_set(load_manifest(example_path)))
     assert first == second
     assert list(first) == list(second)  # same order too
     assert render_nginx(canary) == render_nginx(canary)

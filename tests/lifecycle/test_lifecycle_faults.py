@@ -35,7 +35,7 @@ def no_pid_files(folder):
         # listens, but has no /healthz: the last answer is shown
         (["PYTHON", "-m", "http.server", "APP_PORT", "--bind", "127.0.0.1"], "last answer: HTTP 404"),
         # never listens at all
-        (["sleep", "60"], "last answer: URLError: [Errno 111] Connection refused"),
+        (["sleep", "60"], "last answer: ConnectError: [Errno 111] Connection refused"),
     ],
 )
 def test_app_that_never_becomes_healthy(stack_dir, command, expected):

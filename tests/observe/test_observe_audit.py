@@ -190,7 +190,7 @@ def test_failed_and_no_op_lifecycle_records(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     records = [
         {"ts": "2024-05-01T12:00:00.000Z", "event": "rollback", "mode_from": "stable", "mode_to": "stable"},
-        {"ts": "2024-05-01T12:00:01.000Z", "event": "teardown", "failed": True, "error": "nginx: a | b"},
+        {"ts": "2024-05-01T12:00:01.000Z", "event": "teardown_failed", "error": "nginx: a | b"},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     md = audit.render_markdown(audit.build(path))
@@ -198,4 +198,4 @@ def test_failed_and_no_op_lifecycle_records(tmp_path: Path) -> None:
     summary = {row[0]: row[1] for row in tables["Summary"][1:]}
     assert summary["Rollbacks"] == "1" and summary["Teardowns"] == "1 (1 failed)"
     assert "Mode changes" not in tables  # a rollback that changed nothing is not a mode change
-    assert tables["Timeline"][2][2] == "failed=True; error=nginx: a | b"
+    assert tables["Timeline"][2][1:] == ["teardown_failed", "error=nginx: a | b"]

@@ -35,7 +35,7 @@ def test_default_thresholds_match_the_design() -> None:
 
 def test_render_bundle_is_the_policies_plus_merged_data(write_manifest) -> None:
     m = write_manifest("policy:\n  engine: opa\n  thresholds: {max_cpu_load: 4, min_requests: 50}\n", engine=None)
-    files = render_bundle(m)
+    files = render_bundle(load_policy_set(m))
     assert sorted(files) == [
         "policy-bundle/canary.rego",
         "policy-bundle/data.json",
@@ -46,7 +46,7 @@ def test_render_bundle_is_the_policies_plus_merged_data(write_manifest) -> None:
     assert data["swiftdeploy"]["thresholds"] == {**DEFAULTS, "max_cpu_load": 4, "min_requests": 50}
     text = files["policy-bundle/data.json"]
     assert text.endswith("}\n") and text == json.dumps(data, indent=2, sort_keys=True) + "\n"
-    assert render_bundle(m) == files  # deterministic
+    assert render_bundle(load_policy_set(m)) == files  # deterministic
 
 
 def test_the_bundle_is_what_the_embedded_engine_evaluates(write_manifest) -> None:
@@ -83,7 +83,7 @@ def test_policy_dir_replaces_the_defaults(write_manifest, tmp_path: Path) -> Non
     assert policy_set.origin == str(tmp_path / "rules")
     # no data.json of its own: the default thresholds, with the manifest's overrides merged
     assert policy_set.thresholds == {**DEFAULTS, "min_requests": 3}
-    assert sorted(render_bundle(m)) == [
+    assert sorted(render_bundle(policy_set)) == [
         "policy-bundle/canary.rego",
         "policy-bundle/data.json",
         "policy-bundle/infrastructure.rego",

@@ -11,12 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ..runtime import RUNTIMES, port_claims
 from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
 
 # Pinned so a generated stack never drifts to a new OPA release by itself.
 DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.4.2"
 # Compose services swiftdeploy generates beside the app (render/compose.py).
 RESERVED_SERVICE_NAMES = ("nginx", "opa")
+# `runtime:` accepts exactly the registered runtimes (swiftdeploy.runtime.RUNTIMES).
+RuntimeName = Literal[tuple(RUNTIMES)]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
@@ -112,7 +115,9 @@ class Manifest(Strict):
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     opa: OpaConfig = Field(default_factory=OpaConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    runtime: Literal["docker", "local"] = Field("docker", description="docker (compose) or local (processes).")
+    runtime: RuntimeName = Field(
+        "docker", description=" or ".join(f"{s.name} ({s.summary})" for s in RUNTIMES.values()) + "."
+    )
     project: Name | None = Field(None, description="Compose project name (default: swiftdeploy-<services.name>).")
     output_dir: SafeText | None = Field(None, description="Where generated files go (relative to the manifest).")
 
@@ -126,15 +131,12 @@ class Manifest(Strict):
                 f"services.name {self.services.name!r} is the name of a generated compose service; choose another"
             )
         taken: dict[int, str] = {}
-        claims = [(self.nginx.port, "nginx.port"), (self.nginx.admin_port, "nginx.admin_port")]
-        if self.policy.engine != "embedded":
-            claims.append((self.opa.port, "opa.port"))
-        if self.runtime == "local":
-            claims.append((self.services.port, "services.port"))
-        for port, field in claims:
-            if port in taken:
-                raise ValueError(f"{field} and {taken[port]} are both {port}; give each listener its own port")
-            taken[port] = field
+        for claim in port_claims(self):  # the runtime's port rules
+            if claim.port in taken:
+                raise ValueError(
+                    f"{claim.field} and {taken[claim.port]} are both {claim.port}; give each listener its own port"
+                )
+            taken[claim.port] = claim.field
         if self.output_dir is not None and (posixpath.isabs(self.output_dir) or ".." in Path(self.output_dir).parts):
             raise ValueError("output_dir must be a folder inside the manifest's folder (relative, no '..')")
         return self

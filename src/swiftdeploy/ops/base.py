@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OperationFailed
+from ..errors import OperationFailed, PolicyBlocked, SwiftDeployError
 
 if TYPE_CHECKING:
     from ..generate import Change
     from ..manifest import Manifest
+    from ..policy import Decision
     from ..runtime import Runtime
 
 Progress = Callable[[str], None]
@@ -120,15 +121,22 @@ class Operation:
 
         append(self.m.history_path, event, runtime=self.m.runtime, **fields)
 
-    def decide(self, domain: str, facts: dict[str, Any], gate: str) -> Any:
-        """Evaluate one policy domain, record the decision in history and the result; return the Decision."""
+    def gate(self, domain: str, facts: dict[str, Any], *, gate: str, blocked_event: str, **fields: Any) -> Decision:
+        """The policy gate: evaluate `domain` on `facts`, record the decision (history `policy_decision` with
+        `gate`, and the result), and return it when it allows. Otherwise record `blocked_event` with the verdict,
+        the violations and `fields`, and raise PolicyBlocked (exit 3). Call it before changing anything."""
         from ..history import record_decision
-        from ..policy import evaluate
+        from ..policy import evaluate, require_allow
 
         decision = evaluate(self.m, domain, facts)
         record_decision(self.m.history_path, decision, gate=gate)
         self.result.decisions.append(decision.to_dict())
-        return decision
+        try:
+            return require_allow(decision)
+        except PolicyBlocked:
+            violations = [v.to_dict() for v in decision.violations]
+            self.event(blocked_event, verdict=decision.verdict, violations=violations, **fields)
+            raise
 
     def snapshot_services(self, m: Manifest | None = None) -> None:
         try:
@@ -184,27 +192,19 @@ class FileTxn:
                 atomic_write(change.path, change.old)
 
 
-# --- admin listener HTTP (stdlib: keeps the operations light) ----------------------------------------------
+# --- admin listener HTTP --------------------------------------------------------------------------------------
 
 
 def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-    """(status, parsed JSON or text) of one request. Raises OperationFailed naming the URL when nothing answers."""
-    import urllib.error
-    import urllib.request
+    """(status, parsed JSON or text) of one request (at most 64 KiB of the answer is read). Raises OperationFailed
+    naming the URL when nothing answers."""
+    from ..localhttp import NoAnswer, request
 
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"User-Agent": "swiftdeploy", **({"Content-Type": "application/json"} if data else {})}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        # No proxy: these are 127.0.0.1 URLs, and an http_proxy in the environment must not capture them.
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read(65536)
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read(65536)
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        status, raw = request(method, url, json=body, timeout=timeout, limit=65536)
+    except NoAnswer as exc:
         raise OperationFailed(
-            f"{method} {url}: no answer ({reason})",
+            f"{method} {url}: no answer ({exc})",
             hint="is the stack deployed? `swiftdeploy status` shows what runs",
         ) from None
     text = raw.decode("utf-8", "replace")
@@ -215,9 +215,8 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
 
 @contextlib.contextmanager
 def failure_event(op: Operation, event: str, **fields: Any) -> Iterator[None]:
-    """Record `event` (e.g. promote_failed) with the error when the block raises anything but PolicyBlocked."""
-    from ..errors import PolicyBlocked, SwiftDeployError
-
+    """Record `event` (a `*_failed` event, e.g. promote_failed) with the error when the block raises anything but
+    PolicyBlocked (the gate recorded its own `*_blocked` event)."""
     try:
         yield
     except PolicyBlocked:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import PolicyBlocked
 from .base import Operation, OpResult, Progress, failure_event
 
 
@@ -16,7 +15,6 @@ def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress 
     (exit 1) naming the service that did not become healthy; RuntimeUnavailable when docker/nginx is missing.
     """
     from .. import generate
-    from ..policy import require_allow
     from ..policy.facts import host_facts
     from ..runtime import service_of
 
@@ -32,14 +30,7 @@ def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress 
             # The first gate of a docker deploy may ask the stack's own OPA server: start it before asking.
             op.runtime.start_policy_engine(m, timeout=min(30.0, timeout), progress=op.progress)
             op.progress("checking the host against the infrastructure policy")
-            decision = op.decide("infrastructure", host_facts(m.base_dir), gate="deploy")
-            try:
-                require_allow(decision)
-            except PolicyBlocked:
-                op.event(
-                    "deploy_blocked", verdict=decision.verdict, violations=[v.to_dict() for v in decision.violations]
-                )
-                raise
+            op.gate("infrastructure", host_facts(m.base_dir), gate="deploy", blocked_event="deploy_blocked")
             started = time.monotonic()
             op.runtime.up(m, timeout=timeout, progress=op.progress)
             services = [service_of(m, "stable"), "nginx"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, OperationFailed, PolicyBlocked
+from ..errors import InvalidInput, OperationFailed
 from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json
 
 
@@ -55,7 +55,6 @@ def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool, timeout: float = 60
 
 def promote_canary(manifest_path: Path | str, progress: Progress | None = None, timeout: float = 60.0) -> OpResult:
     """Start the canary track beside stable and split public traffic by canary.weight."""
-    from ..policy import require_allow
     from ..policy.facts import host_facts
     from ..runtime import service_of
 
@@ -73,12 +72,8 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
         with failure_event(op, "promote_failed", **fields):
             _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` first")
             op.progress("checking the host against the infrastructure policy")
-            decision = op.decide("infrastructure", host_facts(m.base_dir), gate="promote_canary")
-            try:
-                require_allow(decision)
-            except PolicyBlocked:
-                op.event("promote_blocked", verdict=decision.verdict, **fields)
-                raise
+            facts = host_facts(m.base_dir)
+            op.gate("infrastructure", facts, gate="promote_canary", blocked_event="promote_blocked", **fields)
             txn = FileTxn(m, {("services", "mode"): "canary"})
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
@@ -115,7 +110,6 @@ def promote_stable(
     Deny or inconclusive: PolicyBlocked (exit 3) and nothing changes (manifest, generated files, processes).
     """
     from ..metrics import canary_input
-    from ..policy import require_allow
     from ..runtime import service_of
 
     with Operation(manifest_path, "promote_stable", progress) as op:
@@ -138,12 +132,8 @@ def promote_stable(
             )
             _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` to restart it")
             op.progress(f"observing both tracks for {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
-            decision = op.decide("canary", canary_input(m, seconds), gate="promote_stable")
-            try:
-                require_allow(decision)
-            except PolicyBlocked:
-                op.event("promote_blocked", verdict=decision.verdict, **fields)
-                raise
+            facts = canary_input(m, seconds)
+            op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
             txn = FileTxn(
                 m,
                 {

@@ -15,7 +15,7 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
         m, result = op.m, op.result
         result.mode_from, result.mode_to = m.services.mode, "stable"
         result.image, result.version = m.services.image, m.services.version
-        with failure_event(op, "rollback", failed=True):
+        with failure_event(op, "rollback_failed"):
             txn = FileTxn(m, {("services", "mode"): "stable"})
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
@@ -46,17 +46,17 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
 def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress | None = None) -> OpResult:
     """Stop and remove everything the deploy started. `clean`: also delete the generated files and the state
     folder (history.jsonl stays: it is the audit trail)."""
-    from ..render import render_all
+    from .. import generate
 
     with Operation(manifest_path, "teardown", progress) as op:
         m, result = op.m, op.result
         op.progress(f"stopping the {op.runtime.name} stack")
-        with failure_event(op, "teardown", failed=True, clean=clean):
+        with failure_event(op, "teardown_failed", clean=clean):
             result.details = op.runtime.down(m)
             if clean:
                 op.progress("deleting generated files and the state folder")
                 removed = []
-                for relpath in render_all(m):
+                for relpath in generate.files(m):
                     path = m.out_dir / relpath
                     if path.exists():
                         path.unlink()

@@ -3,7 +3,8 @@
 `evaluate(m, domain, input)` picks the engine from `m.policy.engine`:
 - `embedded`: regorus in-process, on the same policies and data as the OPA bundle;
 - `opa`: the OPA server on 127.0.0.1:<opa.port> only (unreachable -> PolicyEngineUnavailable, exit 4);
-- `auto`: OPA when the runtime deploys one (docker) and it answers /health within opa.timeout, else embedded.
+- `auto`: OPA when the runtime deploys one (docker: `asks_opa_server`) and it answers /health within opa.timeout,
+  else embedded.
 Fail closed everywhere: an engine that cannot answer raises, it never yields allow.
 
 Light on import: regorus and httpx load only when an engine is built.
@@ -53,8 +54,7 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
     from .bundle import load_policy_set
     from .embedded import EmbeddedEngine
 
-    choice = m.policy.engine if m is not None else "embedded"
-    if choice in ("opa", "auto") and m is not None and (choice == "opa" or m.runtime == "docker"):
+    if m is not None and asks_opa_server(m):
         from ..errors import PolicyEngineUnavailable
         from .opa import OpaEngine, opa_url
 
@@ -64,9 +64,20 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
             return opa
         except PolicyEngineUnavailable:
             opa.close()
-            if choice == "opa":
+            if m.policy.engine == "opa":
                 raise
     return EmbeddedEngine.cached(load_policy_set(m))
+
+
+def asks_opa_server(m: Manifest) -> bool:
+    """Whether the engine choice asks the OPA server at 127.0.0.1:<opa.port> first: `opa` always (and nothing
+    else); `auto` when the manifest's runtime runs OPA as a service of the stack (its RuntimeSpec.opa_service);
+    `embedded` never."""
+    from ..runtime import runtime_spec
+
+    if m.policy.engine == "opa":
+        return True
+    return m.policy.engine == "auto" and runtime_spec(m).opa_service
 
 
 def evaluate(m: Manifest | None, domain: str, input: Any, *, transport: Any = None) -> Decision:

@@ -101,9 +101,8 @@ def load_policy_set(m: Manifest | None = None, *, folder: Path | None = None) ->
     return PolicySet(origin=str(source), modules=modules, data=data)
 
 
-def render_bundle(m: Manifest) -> dict[str, str]:
-    """The files of policy-bundle/ exactly as evaluated: decision modules (no tests) + merged data.json."""
-    policy_set = load_policy_set(m)
+def render_bundle(policy_set: PolicySet) -> dict[str, str]:
+    """The files of policy-bundle/ exactly as evaluated: decision modules (no tests) + merged data.json. Pure."""
     files = {f"{BUNDLE_DIR}/{path}": _with_newline(text) for path, text in sorted(policy_set.policies.items())}
     files[f"{BUNDLE_DIR}/{DATA_FILE}"] = policy_set.data_json()
     return files

@@ -8,7 +8,6 @@ PanicException, a BaseException), so the cache is per thread; each engine also h
 from __future__ import annotations
 
 import json
-import re
 import threading
 from typing import Any
 
@@ -17,7 +16,6 @@ from .bundle import PolicySet
 from .decision import Decision, InvalidDecision, parse_decision
 
 _CACHE = threading.local()  # per-thread {fingerprint: EmbeddedEngine}
-_PACKAGE_RE = re.compile(r"^package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 
 
 def clean_error(exc: BaseException) -> str:
@@ -111,7 +109,3 @@ class EmbeddedEngine:
             self.query(package, {})
         for domain in domains:
             self.evaluate(domain, {})
-
-
-def packages_of(text: str) -> list[str]:
-    return _PACKAGE_RE.findall(text)

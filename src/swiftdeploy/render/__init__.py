@@ -10,6 +10,7 @@ from .nginx import NginxTarget, render_nginx
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
+    from ..policy.bundle import PolicySet
 
 COMPOSE_FILE = "docker-compose.yml"
 NGINX_FILE = "nginx.conf"
@@ -26,10 +27,11 @@ __all__ = [
 ]
 
 
-def render_all(m: Manifest) -> dict[str, str]:
-    """Relative path (under m.out_dir) -> text, for every generated file, in a stable order."""
-    from ..policy.bundle import render_bundle  # reads the policy files; imported here to keep `render` light
+def render_all(m: Manifest, policies: PolicySet) -> dict[str, str]:
+    """Relative path (under m.out_dir) -> text, for every generated file, in a stable order. Pure: `policies` is
+    the policy set already read (`swiftdeploy.policy.bundle.load_policy_set(m)`; `generate.files(m)` does both)."""
+    from ..policy.bundle import render_bundle
 
     files = {COMPOSE_FILE: render_compose(m), NGINX_FILE: render_nginx(m)}
-    files.update(sorted(render_bundle(m).items()))
+    files.update(sorted(render_bundle(policies).items()))
     return files

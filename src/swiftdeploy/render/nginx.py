@@ -1,9 +1,10 @@
 """manifest -> nginx.conf (DESIGN.md §5). A pure string builder: no template engine, no I/O.
 
 Two listeners: the public one (proxy to stable, or a per-request split between stable and canary) and the admin one
-(per-track /metrics, /healthz, /chaos, bound to 127.0.0.1 on the host). The same builder serves the docker runtime
-(upstreams are compose service names) and the local runtime (upstreams on 127.0.0.1, paths in the state folder);
-`NginxTarget` holds everything that differs between the two.
+(per-track /metrics, /healthz, /chaos, bound to 127.0.0.1 on the host). The same builder serves nginx in a container
+(`NginxTarget.docker`: upstreams are compose service names; the generated nginx.conf) and nginx on the host
+(`NginxTarget.local`: upstreams on 127.0.0.1, paths in the state folder); `NginxTarget` holds everything that differs
+between the two. Which one a runtime runs is its RuntimeSpec's `nginx` (swiftdeploy.runtime).
 
 The file never includes another file and sets its own pid, temp and log paths, so it runs unchanged on the
 official nginx image, on Debian's nginx-light, and as a non-root user. Start it with `-g 'daemon off;'` when it
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .common import header, nginx_duration, nginx_literal, nginx_quote
 
@@ -41,9 +42,11 @@ class NginxTarget:
     public_listen / admin_listen: the `listen` argument ("8080" in a container, "127.0.0.1:8080" locally).
     temp_dir: folder for client_body/proxy/fastcgi/uwsgi/scgi temp paths (each `<temp_dir>/nginx-<kind>`).
     error_log: a path or "stderr"; access_log: a path ("/dev/stdout" in a container).
+    host_paths: the paths are on this host (not in a container), so `required_dirs()` lists their folders.
+    kind: a label for the file's header comment ("docker", "local").
     """
 
-    kind: Literal["docker", "local"]
+    kind: str
     stable_upstream: str
     canary_upstream: str | None
     public_listen: str
@@ -52,6 +55,7 @@ class NginxTarget:
     error_log: str | None = None
     access_log: str | None = None
     temp_dir: str | None = None
+    host_paths: bool = False
 
     @classmethod
     def docker(cls, m: Manifest) -> NginxTarget:
@@ -89,6 +93,7 @@ class NginxTarget:
             error_log=str(state / "logs" / "nginx-error.log"),
             access_log=str(state / "logs" / "nginx-access.log"),
             temp_dir=str(state / "nginx" / "tmp"),
+            host_paths=True,
         )
 
     def all_to_canary(self) -> NginxTarget:
@@ -99,8 +104,8 @@ class NginxTarget:
         return replace(self, stable_upstream=self.canary_upstream)
 
     def required_dirs(self) -> list[Path]:
-        """Folders that must exist before nginx starts (empty for the docker target: /tmp exists)."""
-        if self.kind == "docker":
+        """Folders that must exist before nginx starts (none in a container: its paths are in /tmp)."""
+        if not self.host_paths:
             return []
         paths = [self.pid_path, self.error_log, self.access_log]
         dirs = {Path(p).parent for p in paths if p and p != "stderr" and not p.startswith("/dev/")}

@@ -1,23 +1,106 @@
-"""Runtimes: where the stack runs. `get_runtime(m)` picks the one the manifest names (`runtime: docker|local`)."""
+"""Runtimes: where the stack runs. `RUNTIMES` below is the one place that knows which runtimes exist and what
+each needs; the manifest model, `validate` (checks.py), the policy engine choice and the operations ask it
+instead of testing a runtime's name.
+
+Adding a runtime is one module with a class implementing `base.Runtime` (e.g. `runtime/swarm.py`) plus one
+`RuntimeSpec` line in RUNTIMES: the manifest accepts its name, `validate` runs the checks its spec asks for, and
+`get_runtime` builds it. Light on import: this module and `base` import nothing heavy; a runtime's own module
+(docker SDK, psutil) loads only when `get_runtime` builds it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from .base import Runtime, ServiceHealth, Track, service_of
+from .base import Runtime, ServiceHealth, Track, service_of, wait_until_healthy
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
 
-__all__ = ["Runtime", "ServiceHealth", "Track", "get_runtime", "service_of"]
+__all__ = [
+    "RUNTIMES",
+    "PortClaim",
+    "Runtime",
+    "RuntimeSpec",
+    "ServiceHealth",
+    "Track",
+    "get_runtime",
+    "port_claims",
+    "runtime_spec",
+    "service_of",
+    "wait_until_healthy",
+]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What a runtime is and needs, as data the rest of swiftdeploy reads."""
+
+    name: str  # the manifest's `runtime:` value
+    summary: str  # a few words for the manifest reference: "docker (compose)"
+    impl: str  # "module:Class" implementing base.Runtime (a module relative to this package), for get_runtime
+    # images: the apps run from container images (validate checks each image is in the local engine);
+    # command: the app is `services.command` run on this host (validate checks it; services.port is a host port).
+    apps: Literal["images", "command"]
+    # container: nginx runs in the stack from the generated nginx.conf (NginxTarget.docker: service-name upstreams);
+    # host: nginx runs on this host from its own variant in the state folder (NginxTarget.local: 127.0.0.1 ports),
+    # which validate `nginx -t`s as well.
+    nginx: Literal["container", "host"]
+    # The stack runs an OPA server at 127.0.0.1:<opa.port> when the engine may use one: policy.engine `auto` asks
+    # it first, deploy starts it before the first gate, validate checks its port is free.
+    opa_service: bool
+    public_host: str  # the host address nginx's public port is bound on (compose publishes on every interface)
+
+
+# One line per runtime: name, summary, implementation, apps, nginx, opa_service, public_host (see RuntimeSpec).
+RUNTIMES: dict[str, RuntimeSpec] = {
+    spec.name: spec
+    for spec in (
+        RuntimeSpec("docker", "compose", ".docker:DockerRuntime", "images", "container", True, "0.0.0.0"),
+        RuntimeSpec("local", "processes", ".local:LocalRuntime", "command", "host", False, "127.0.0.1"),
+    )
+}
+
+
+def runtime_spec(m: Manifest) -> RuntimeSpec:
+    """The spec of the runtime the manifest names (the model accepts only names in RUNTIMES)."""
+    return RUNTIMES[m.runtime]
 
 
 def get_runtime(m: Manifest) -> Runtime:
-    # Imported here: the docker runtime pulls in the docker SDK lazily, the local one psutil.
-    if m.runtime == "local":
-        from .local import LocalRuntime
+    """A fresh instance of the manifest's runtime; its module is imported here, on first use."""
+    module, _, cls = runtime_spec(m).impl.partition(":")
+    runtime: Runtime = getattr(importlib.import_module(module, __name__), cls)()
+    return runtime
 
-        return LocalRuntime()
-    from .docker import DockerRuntime
 
-    return DockerRuntime()
+@dataclass(frozen=True)
+class PortClaim:
+    """One port a deploy of the manifest uses on this host."""
+
+    field: str  # the manifest field that sets it: "nginx.port"
+    what: str  # a short name for messages: "public"
+    host: str  # the address it is bound on
+    port: int
+    # validate checks it can be bound now. False: the runtime falls back to another port itself (the local
+    # canary), or it is a server the person runs (OPA when the runtime runs no OPA service).
+    must_be_free: bool = True
+
+
+def port_claims(m: Manifest) -> list[PortClaim]:
+    """The port rules: every host port a deploy of `m` listens on or talks to. The manifest model keeps their
+    numbers distinct; validate binds the `must_be_free` ones."""
+    spec = runtime_spec(m)
+    claims = [
+        PortClaim("nginx.port", "public", spec.public_host, m.nginx.port),
+        PortClaim("nginx.admin_port", "admin", "127.0.0.1", m.nginx.admin_port),
+    ]
+    if m.policy.engine != "embedded":
+        claims.append(PortClaim("opa.port", "opa", "127.0.0.1", m.opa.port, must_be_free=spec.opa_service))
+    if spec.apps == "command":
+        # Not bound by validate: deploy itself refuses a taken services.port naming its holder, and the canary
+        # falls back to a free port.
+        claims.append(PortClaim("services.port", "app", "127.0.0.1", m.services.port, must_be_free=False))
+    return claims

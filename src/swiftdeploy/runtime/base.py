@@ -6,9 +6,12 @@ the app of each track ("app", "app-canary" with the default name) and "nginx".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
+
+from ..errors import HealthTimeout
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -76,3 +79,42 @@ class Runtime(Protocol):
 
 def service_of(m: Manifest, track: Track) -> str:
     return m.services.name if track == "stable" else m.canary_name
+
+
+def log_excerpt(lines: Sequence[str]) -> str:
+    """The tail of a log for an error message ("" when there is none)."""
+    return ("\n  last log lines:\n" + "\n".join(f"    {x}" for x in lines)) if lines else ""
+
+
+def wait_until_healthy(
+    runtime: Runtime,
+    m: Manifest,
+    services: Sequence[str],
+    timeout: float,
+    *,
+    interval: float,
+    fail_fast: bool,
+    hint: Callable[[str], str],
+) -> None:
+    """The one `wait_healthy` loop of every runtime: poll `runtime.health(m)` until each service is healthy.
+
+    Raises HealthTimeout naming the first laggard, its last health detail and the end of its log, after `timeout`
+    seconds - or at once when `fail_fast` and it is not running (a runtime that restarts nothing by itself: a dead
+    process stays dead; compose restarts a container, so docker waits). `hint(service)` says where to look.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = runtime.health(m)
+        waiting = [s for s in services if not (states.get(s) and states[s].healthy)]
+        if not waiting:
+            return
+        dead = [s for s in waiting if not (states.get(s) and states[s].running)] if fail_fast else []
+        if dead or time.monotonic() >= deadline:
+            service = (dead or waiting)[0]
+            state = states.get(service)
+            detail = state.detail if state else "not started"
+            what = "stopped before becoming healthy" if dead else f"did not become healthy within {timeout:g}s"
+            raise HealthTimeout(
+                f"{service} {what}: {detail}" + log_excerpt(runtime.logs_tail(m, service, 10)), hint=hint(service)
+            )
+        time.sleep(interval)

@@ -17,14 +17,13 @@ import math
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HealthTimeout, OperationFailed, PolicyEngineUnavailable, RuntimeUnavailable
+from ..errors import OperationFailed, PolicyEngineUnavailable, RuntimeUnavailable
 from ..render.compose import NGINX_LIVE_CONF, NGINX_SERVICE
-from .base import Progress, ServiceHealth, Track, _noop, service_of
+from .base import Progress, ServiceHealth, Track, _noop, service_of, wait_until_healthy
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -428,23 +427,10 @@ class DockerRuntime:
         return container_health(self.client(), m.project_name)
 
     def wait_healthy(self, m: Manifest, services: list[str], timeout: float, *, interval: float = 1.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            states = self.health(m)
-            waiting = [s for s in services if not (states.get(s) and states[s].healthy)]
-            if not waiting:
-                return
-            if time.monotonic() >= deadline:
-                service = waiting[0]
-                state = states.get(service)
-                detail = state.detail if state else "no container"
-                logs = self.logs_tail(m, service, 10)
-                raise HealthTimeout(
-                    f"{service} did not become healthy within {timeout:g}s: {detail}"
-                    + ("\n  last log lines:\n" + "\n".join(f"    {x}" for x in logs) if logs else ""),
-                    hint=f"inspect it with `docker compose -p {m.project_name} logs {service}`",
-                )
-            time.sleep(interval)
+        def hint(service: str) -> str:
+            return f"inspect it with `docker compose -p {m.project_name} logs {service}`"
+
+        wait_until_healthy(self, m, services, timeout, interval=interval, fail_fast=False, hint=hint)
 
     def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
         try:

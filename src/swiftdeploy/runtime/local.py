@@ -15,7 +15,6 @@ nginx/nginx.conf, nginx/tmp, logs/nginx-{error,access}.log.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -30,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
 from ..fsutil import atomic_write
+from ..localhttp import NoAnswer, get_text
 from . import procs
-from .base import Progress, ServiceHealth, Track, _noop, service_of
+from .base import Progress, ServiceHealth, Track, _noop, log_excerpt, service_of, wait_until_healthy
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -50,18 +50,26 @@ def find_nginx() -> str:
     return found
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """(status, body) of a GET; raises OSError (URLError, timeouts, refused) when there is no HTTP answer."""
-    import urllib.error
-    import urllib.request
+def app_argv(m: Manifest, python: str | None = None) -> list[str]:
+    """The app's command: `services.command`, else the bundled demo API under `python` (default: this one)."""
+    return list(m.services.command) if m.services.command else [python or sys.executable, "-m", "demo_api"]
 
-    request = urllib.request.Request(url, headers={"User-Agent": "swiftdeploy"})
+
+def preferred_port(m: Manifest, track: Track) -> int:
+    """The port a track's app asks for first: services.port for stable, the next one up for the canary (the one
+    below when services.port is 65535). A busy canary port falls back to any free one (`_pick_port`)."""
+    if track == "stable":
+        return m.services.port
+    return m.services.port + 1 if m.services.port < 65535 else m.services.port - 1
+
+
+def _health_answer(url: str) -> tuple[bool, str]:
+    """(healthy, detail) of one GET of a health URL: 200 is healthy; detail is the answer or why there was none."""
     try:
-        # No proxy: these are 127.0.0.1 URLs, and an http_proxy in the environment must not capture them.
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as resp:
-            return resp.status, resp.read(4096).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(4096).decode("utf-8", "replace")
+        status, body = get_text(url, timeout=1.0, limit=4096)
+    except NoAnswer as exc:
+        return False, str(exc)
+    return status == 200, f"HTTP {status}: {body.strip()[:200]}"
 
 
 class LocalRuntime:
@@ -86,7 +94,7 @@ class LocalRuntime:
         return m.state_dir / "nginx" / "nginx.conf"
 
     def app_argv(self, m: Manifest) -> list[str]:
-        return list(m.services.command) if m.services.command else [self.python, "-m", "demo_api"]
+        return app_argv(m, self.python)
 
     def app_env(self, m: Manifest, track: Track, port: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -126,10 +134,8 @@ class LocalRuntime:
     # --- apps --------------------------------------------------------------------------------------------------
 
     def _pick_port(self, m: Manifest, track: Track, avoid: set[int]) -> int:
-        preferred = m.services.port if track == "stable" else m.services.port + 1
+        preferred = preferred_port(m, track)
         reserved = {m.nginx.port, m.nginx.admin_port} | avoid
-        if track == "canary" and preferred > 65535:
-            preferred = m.services.port - 1
         if preferred not in reserved and procs.port_free(preferred):
             return preferred
         if track == "stable" and not avoid:
@@ -178,12 +184,15 @@ class LocalRuntime:
 
     @staticmethod
     def _log_excerpt(log: str, n: int = 8) -> str:
-        lines = [x for x in procs.tail(log, n + 1) if not x.startswith("--- ")][-n:]
-        return ("\n  last log lines:\n" + "\n".join(f"    {x}" for x in lines)) if lines else ""
+        return log_excerpt(_log_lines(log, n))
+
+    # --- policy engine ---------------------------------------------------------------------------------------
 
     def start_policy_engine(self, m: Manifest, *, timeout: float = 30.0, progress: Progress = _noop) -> None:
-        """The local runtime runs no OPA server: `auto` uses the embedded engine, `opa` asks the OPA the person
-        runs at 127.0.0.1:<opa.port> themselves."""
+        """The local runtime runs no OPA server (its RuntimeSpec says opa_service=False): `auto` uses the embedded
+        engine, `opa` asks the OPA the person runs at 127.0.0.1:<opa.port> themselves."""
+
+    # --- tracks ------------------------------------------------------------------------------------------------
 
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         """Start the track's app (replacing a running one blue/green) and wait until it answers /healthz."""
@@ -267,13 +276,18 @@ class LocalRuntime:
             candidate.unlink(missing_ok=True)
         return conf
 
-    def _start_nginx(self, m: Manifest, timeout: float) -> procs.ProcRecord:
+    @staticmethod
+    def _require_listener_ports(m: Manifest) -> None:
+        """OperationFailed naming the holder when nginx's public or admin port is taken."""
         for port, field in ((m.nginx.port, "nginx.port"), (m.nginx.admin_port, "nginx.admin_port")):
             if not procs.port_free(port):
                 raise OperationFailed(
                     procs.describe_port_in_use(port, field),
                     hint=f"stop that program or change {field} in the manifest",
                 )
+
+    def _start_nginx(self, m: Manifest, timeout: float) -> procs.ProcRecord:
+        self._require_listener_ports(m)
         conf = self._write_checked_conf(m)
         rec = procs.start(
             NGINX,
@@ -341,13 +355,7 @@ class LocalRuntime:
         tracks: list[Track] = ["stable", "canary"] if m.services.mode == "canary" else ["stable"]
         nginx_running = self.running(m, NGINX) is not None
         if not nginx_running:
-            # Check the listeners first so a taken port fails before any app starts.
-            for port, field in ((m.nginx.port, "nginx.port"), (m.nginx.admin_port, "nginx.admin_port")):
-                if not procs.port_free(port):
-                    raise OperationFailed(
-                        procs.describe_port_in_use(port, field),
-                        hint=f"stop that program or change {field} in the manifest",
-                    )
+            self._require_listener_ports(m)  # first, so a taken port fails before any app starts
         started: list[procs.ProcRecord] = []
         try:
             for track in tracks:
@@ -409,40 +417,24 @@ class LocalRuntime:
                 if service == NGINX
                 else f"http://127.0.0.1:{rec.port}/healthz"
             )
-            try:
-                status, body = http_get(url, timeout=1.0)
-                healthy, detail = status == 200, f"HTTP {status}: {body.strip()[:200]}"
-            except OSError as exc:
-                healthy, detail = False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            healthy, detail = _health_answer(url)
             result[service] = ServiceHealth(service, True, healthy, detail, rec.pid, rec.port)
         return result
 
-    def wait_healthy(self, m: Manifest, services: list[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            states = self.health(m)
-            waiting = [s for s in services if not (states.get(s) and states[s].healthy)]
-            if not waiting:
-                return
-            dead = [s for s in waiting if s not in states or not states[s].running]
-            if dead or time.monotonic() >= deadline:
-                service = (dead or waiting)[0]
-                state = states.get(service)
-                detail = state.detail if state else "never started (no pid file)"
-                raise HealthTimeout(
-                    f"{service} is not healthy: {detail}" + self._log_excerpt(str(self.log_path(m, service))),
-                    hint=f"see {self.log_path(m, service)}",
-                )
-            time.sleep(0.1)
+    def wait_healthy(self, m: Manifest, services: list[str], timeout: float, *, interval: float = 0.1) -> None:
+        def hint(service: str) -> str:
+            return f"see {self.log_path(m, service)}"
+
+        # fail_fast: nothing restarts a local process that died.
+        wait_until_healthy(self, m, services, timeout, interval=interval, fail_fast=True, hint=hint)
 
     def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
-        return procs.tail(self.log_path(m, service), n)
+        return _log_lines(self.log_path(m, service), n)
 
-    def cleanup_state(self, m: Manifest) -> None:
-        """Remove the state folder's runtime files (teardown --clean); the lock file stays with its holder."""
-        for name in ("pids", "logs", "nginx"):
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(m.state_dir / name)
+
+def _log_lines(path: str | Path, n: int) -> list[str]:
+    """The last `n` lines the process wrote (without swiftdeploy's own `--- ... starts ...` marker lines)."""
+    return [x for x in procs.tail(path, n + 1) if not x.startswith("--- ")][-n:]
 
 
 def _poll_healthy(
@@ -456,17 +448,12 @@ def _poll_healthy(
     """Poll `url` until it answers 200; raise `exited()` as soon as the process dies, `timed_out(last answer)`
     after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last = "no answer yet"
     while True:
         if not procs.is_running(rec):
             raise exited()
-        try:
-            status, body = http_get(url, timeout=1.0)
-            if status == 200:
-                return
-            last = f"HTTP {status}: {body.strip()[:200]}"
-        except OSError as exc:
-            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        healthy, last = _health_answer(url)
+        if healthy:
+            return
         if time.monotonic() >= deadline:
             raise timed_out(last)
         time.sleep(interval)

@@ -9,6 +9,7 @@ recognised as stale and never signalled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -16,12 +17,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import OperationFailed
 from ..fsutil import atomic_write
+from ..history import now_ts
 
 # Popen objects of the processes this Python process started, so stopping them also reaps them (no zombies,
 # no "subprocess is still running" warnings when tests drive the library in-process).
@@ -41,22 +42,20 @@ class ProcRecord:
     started: str
     port: int | None = None
     spec: str = ""  # fingerprint of argv + env: a redeploy restarts the process only when it changed
-    extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ProcRecord | None:
+        """The record of a pid file; None when it is missing or unreadable. Keys this version does not know (a
+        file written by another swiftdeploy version) are ignored, so its process can still be stopped."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**data)
-        except (OSError, ValueError, TypeError):
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
     def save(self, path: Path) -> None:
         atomic_write(Path(path), json.dumps(asdict(self), indent=2) + "\n")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def start(
@@ -75,7 +74,7 @@ def start(
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        log.write(f"--- {_now()} swiftdeploy starts {name}: {' '.join(argv)}\n".encode())
+        log.write(f"--- {now_ts()} swiftdeploy starts {name}: {' '.join(argv)}\n".encode())
         log.flush()
         try:
             proc = subprocess.Popen(
@@ -104,7 +103,7 @@ def start(
         create_time=create_time,
         argv=list(argv),
         log=str(log_path),
-        started=_now(),
+        started=now_ts(),
         port=port,
         spec=spec,
     )
@@ -226,15 +225,25 @@ def tail(path: str | Path, n: int = 20) -> list[str]:
 # --- ports ---------------------------------------------------------------------------------------------------
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Can a listener bind host:port now? SO_REUSEADDR like nginx/uvicorn, so TIME_WAIT leftovers don't count."""
+def bind_problem(host: str, port: int) -> str | None:
+    """None when a listener can bind host:port now, else why not ("in use", ...). SO_REUSEADDR like nginx and
+    uvicorn, so TIME_WAIT leftovers do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "in use"
+            if exc.errno == errno.EACCES:
+                return "permission denied (a port below 1024 needs root)"
+            return exc.strerror or str(exc)
+    return None
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Can a listener bind host:port now? (see bind_problem)"""
+    return bind_problem(host, port) is None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
