@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from lifecycle_support import cli, leftovers, write_manifest
+from support import cli, leftovers, write_manifest
 
 from swiftdeploy import history
 from swiftdeploy.manifest import load_manifest

@@ -11,7 +11,7 @@ import threading
 
 import httpx
 import pytest
-from lifecycle_support import cli, leftovers, write_manifest
+from support import cli, leftovers, write_manifest
 
 from swiftdeploy import history
 from swiftdeploy.manifest import load_manifest
