@@ -1,4 +1,4 @@
-"""history.jsonl: the append-only memory of a deployment (DESIGN §9, docs/history.md).
+"""history.jsonl: the append-only memory of a deployment (docs/contracts.md#history-records, docs/history.md).
 
 One JSON object per line, each with `ts` (UTC RFC 3339, milliseconds, "Z") and `event`.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from .errors import InvalidInput, OperationFailed
 
-# Event names (a contract: INTERFACES.md; fields per event in docs/history.md).
+# Event names (a contract: docs/contracts.md#history-records; fields per event in docs/history.md).
 LIFECYCLE_EVENTS = (
     "init",
     "deploy_started",
