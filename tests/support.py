@@ -1,6 +1,7 @@
-"""Helpers shared by every test package: free ports, stopping processes, the demo API and the real nginx as
-processes on 127.0.0.1, relaxed host thresholds, a local-runtime stack manifest, the CLI as a subprocess, and the
-check that nothing a test started is left running.
+"""Helpers shared by every test package: free ports, waiting for and stopping processes, the demo API and the real
+nginx as processes on 127.0.0.1, healthy host facts and relaxed host thresholds, the minimal and a local-runtime
+stack manifest, the CLI as a subprocess, background traffic, and the check that nothing a test started is left
+running.
 
 Import it as `from support import ...` from any test module (tests/conftest.py puts tests/ on sys.path); the
 fixtures built on it (`demo_api`, `local_nginx`, `nginx_binary`, `compose_binary`) live in tests/conftest.py.
@@ -14,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +45,30 @@ def distinct_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 15.0) -> None:
-    """Until something accepts connections on 127.0.0.1:`port`; fails at once if `proc` exits first."""
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float, log: Path | None = None
+) -> None:
+    """Poll `ready()` until it holds; fails at once when `proc` exits first, and after `timeout` seconds (showing
+    `log`, if given)."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode} before listening on port {port}")
-        with socket.socket() as sock:
-            sock.settimeout(1.0)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            raise AssertionError(f"{what} exited with {proc.returncode}{_tail(log)}")
+        if ready():
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not listen on port {port} within {timeout} s")
+            raise AssertionError(f"{what} not ready within {timeout} s{_tail(log)}")
         time.sleep(0.05)
+
+
+def _tail(log: Path | None) -> str:
+    return f":\n{log.read_text(errors='replace')}" if log is not None and log.exists() else ""
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
@@ -141,27 +155,16 @@ class DemoApi:
                 [sys.executable, "-m", "demo_api"], env=env, stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            self._wait_healthy(timeout)
+            wait_until(self._healthy, self.proc, f"demo API ({mode})", timeout, self.log)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"demo API ({self.mode}) exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"demo API ({self.mode}) not healthy within {timeout} s:\n{self.log_text()}")
-            time.sleep(0.05)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self) -> int | None:
         return stop_process(self.proc)
@@ -189,7 +192,7 @@ class LocalNginx:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for_port(m.nginx.admin_port, self.proc, f"nginx (see {startup_log})")
+            wait_until(lambda: port_open(m.nginx.admin_port), self.proc, "nginx", 15.0, startup_log)
         except BaseException:
             self.stop()
             raise
@@ -204,7 +207,14 @@ class LocalNginx:
         self.stop()
 
 
-# --- a local-runtime stack and the CLI as a subprocess ----------------------------------------------------------
+# --- manifests, the CLI as a subprocess, traffic ----------------------------------------------------------------
+
+# The minimal manifest: every other field has a default.
+MINIMAL_MANIFEST = """\
+services: {image: swift-deploy-1-node:latest, port: 3000}
+nginx:    {image: nginx:latest, port: 8080}
+network:  {name: swiftdeploy-net, driver_type: bridge}
+"""
 
 STACK_MANIFEST = """\
 # Lifecycle test manifest. This comment must survive every edit.
@@ -261,3 +271,22 @@ def cli(
     return subprocess.run(
         [SWIFTDEPLOY, "-m", str(manifest), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+@contextlib.contextmanager
+def background_traffic(m: Any, rps: float = 40, duration: float = 60) -> Iterator[dict[str, Any]]:
+    """`swiftdeploy.ops.traffic` to the public listener in a thread while the block runs; the dict it yields holds
+    the traffic summary (`to_dict()`) once the block is over."""
+    from swiftdeploy.ops import traffic
+
+    stop = threading.Event()
+    summary: dict[str, Any] = {}
+    sender = threading.Thread(
+        target=lambda: summary.update(traffic(m, rps, duration, stop=stop).to_dict()), daemon=True
+    )
+    sender.start()
+    try:
+        yield summary
+    finally:
+        stop.set()
+        sender.join(timeout=30)

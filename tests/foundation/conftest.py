@@ -9,13 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import EXAMPLE
-
-MINIMAL = """\
-services: {image: swift-deploy-1-node:latest, port: 3000}
-nginx:    {image: nginx:latest, port: 8080}
-network:  {name: swiftdeploy-net, driver_type: bridge}
-"""
+from support import EXAMPLE, MINIMAL_MANIFEST
 
 
 class Manifests:
@@ -55,7 +49,7 @@ def manifests(tmp_path: Path) -> Manifests:
 
 @pytest.fixture
 def minimal_text() -> str:
-    return MINIMAL
+    return MINIMAL_MANIFEST
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from support import HEALTHY_HOST, SWIFTDEPLOY, free_port
+from support import HEALTHY_HOST, SWIFTDEPLOY, cli, free_port, stop_process
 
 from swiftdeploy import audit, dashboard, history
 from swiftdeploy.manifest import load_manifest
@@ -146,12 +146,7 @@ def test_cli_json_through_the_admin_listener(demo_api, manifest_file, local_ngin
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        result = subprocess.run(
-            [SWIFTDEPLOY, "-m", str(manifest), "status", "--json", "--interval", "1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = cli(manifest, "status", "--json", "--interval", "1", timeout=60)
     finally:
         stop.set()
         worker.join()
@@ -169,12 +164,7 @@ def test_cli_once_in_stable_mode_exits_0_and_shows_no_canary(demo_api, manifest_
     m = load_manifest(manifest)
     stable = demo_api("stable")
     local_nginx(m, stable.port)
-    result = subprocess.run(
-        [SWIFTDEPLOY, "-m", str(manifest), "status", "--once", "--interval", "0.3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli(manifest, "status", "--once", "--interval", "0.3", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ABSENT" in result.stdout and "not applicable" in result.stdout and "ALLOW" in result.stdout
     (rec,) = list(history.read(m.history_path))
@@ -221,9 +211,7 @@ def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, local_
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig=signal.SIGKILL)
         os.close(master)
         reader.join(timeout=5)
     text = bytes(output).decode(errors="replace")
