@@ -1,6 +1,6 @@
 # Promotion gate: is the canary good enough to become stable?
 #
-# Input (DESIGN.md §7): {"window_seconds", "canary": TRACK, "stable": TRACK or null} with
+# Input (docs/contracts.md#inputs): {"window_seconds", "canary": TRACK, "stable": TRACK or null} with
 # TRACK = {"requests", "errors", "error_rate_percent", "p50_ms", "p99_ms"} measured over the same window
 # (p50_ms / p99_ms are null when the track saw no requests). Thresholds come from data.swiftdeploy.thresholds.
 #

@@ -1,6 +1,6 @@
 # Pre-deploy gate: is this host healthy enough to start (or restart) the stack?
 #
-# Input (DESIGN.md §7): {"disk_free_gb", "disk_path", "cpu_load_1m", "cpu_count", "memory_used_percent",
+# Input (docs/contracts.md#inputs): {"disk_free_gb", "disk_path", "cpu_load_1m", "cpu_count", "memory_used_percent",
 # "memory_available_gb"}. Thresholds come from data.swiftdeploy.thresholds (policies/data.json merged with the
 # manifest's policy.thresholds) - never literals here. A value equal to its threshold passes.
 # Fail closed: a missing or mistyped field, or a missing threshold, is a violation, so it can never allow.

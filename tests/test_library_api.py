@@ -11,7 +11,7 @@ import sys
 
 import swiftdeploy
 
-# Never loaded by `import swiftdeploy` (DESIGN.md §2: library first, fast start).
+# Never loaded by `import swiftdeploy` (docs/contracts.md#library: library first, fast start).
 HEAVY = [
     "typer",
     "click",

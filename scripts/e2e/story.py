@@ -248,7 +248,7 @@ class Story:
         self.expect(status == 503, f"admin /canary/healthz in stable mode should be 503, got {status}")
 
     def engine_view(self) -> None:
-        """What the generated compose file promises, as the real engine runs it (DESIGN.md §6)."""
+        """What the compose file promises (docs/contracts.md#docker-composeyml), as the real engine runs it."""
         ids = self.compose("ps", "-q").split()
         inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
                                               timeout=60, check=True).stdout)  # fmt: skip

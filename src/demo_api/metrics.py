@@ -1,6 +1,6 @@
 """Prometheus metrics of the demo API and the pure ASGI middleware that records them.
 
-Names and labels are a contract (DESIGN.md §8): the canary gate scrapes them.
+Names and labels are a contract (docs/contracts.md#metrics): the canary gate scrapes them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""audit_report.md from history.jsonl (DESIGN §9, docs/history.md).
+"""audit_report.md from history.jsonl (docs/history.md).
 
 The history is streamed once; only bounded aggregates are kept, so memory does not grow with its length:
 counters, the last TIMELINE_MAX lifecycle/decision rows, the last LIST_MAX mode changes and chaos episodes,

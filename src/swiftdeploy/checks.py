@@ -1,4 +1,4 @@
-"""Pre-flight checks behind `swiftdeploy validate` (DESIGN.md §3). Each check answers one row: what was checked,
+"""Pre-flight checks behind `validate` (docs/contracts.md#cli). Each check answers one row: what was checked,
 whether it passed, what was found, and how to fix it. A check that cannot run (no Docker engine, no nginx) is a
 failed row saying so, never a crash; a row never claims more than was actually checked.
 """

@@ -33,7 +33,7 @@ TRACKS = ("stable", "canary")
 DOMAINS = ("infrastructure", "canary")
 TREND_POINTS = 40
 SPARK = "▁▂▃▄▅▆▇█"
-_CHAOS_CODES = {0: "none", 1: "slow", 2: "error"}  # the chaos_active gauge (DESIGN §8)
+_CHAOS_CODES = {0: "none", 1: "slow", 2: "error"}  # the chaos_active gauge (docs/contracts.md#metrics)
 
 # Verdicts a domain can show. Only "allow" lets `status --once` exit 0 (see exit_code()).
 BASELINE = "collecting baseline"
@@ -108,7 +108,7 @@ class Snapshot:
     window_seconds: float  # the policy window the window figures aim at
     tracks: dict[str, TrackView]
     decisions: dict[str, DomainView]
-    host: dict[str, Any] | None = None  # infrastructure facts (DESIGN §7)
+    host: dict[str, Any] | None = None  # infrastructure facts (docs/contracts.md#inputs)
 
     @property
     def baseline(self) -> bool:

@@ -1,4 +1,4 @@
-"""One exception hierarchy. Each class carries the process exit code the CLI maps it to (DESIGN.md §3).
+"""One exception hierarchy. Each class carries the process exit code the CLI maps it to (docs/contracts.md#exit-codes).
 
 Library code raises these with a message that says what is wrong and how to fix it; only `swiftdeploy.cli`
 turns them into a red line on stderr and an exit code.

@@ -1,4 +1,4 @@
-"""history.jsonl: the append-only memory of a deployment (DESIGN §9, docs/history.md).
+"""history.jsonl: the append-only memory of a deployment (docs/contracts.md#history-records, docs/history.md).
 
 One JSON object per line, each with `ts` (UTC RFC 3339, milliseconds, "Z") and `event` (one of EVENTS).
 `now_ts()` is swiftdeploy's one clock for written times (history records, the lock's holder info, pid files).
@@ -32,7 +32,8 @@ from typing import Any
 from .errors import InvalidInput, OperationFailed
 
 # The event vocabulary: every record's `event` is one of these (docs/history.md lists exactly these, with their
-# fields; a test compares the two). `append` refuses any other name: a new event is added here and documented there.
+# fields; a test compares the two; the contract: docs/contracts.md#history-records). `append` refuses any other
+# name: a new event is added here and documented there.
 # Failures are always `<operation>_failed`, policy refusals `<operation>_blocked`.
 EVENTS = (
     "init",

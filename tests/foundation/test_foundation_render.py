@@ -1,6 +1,9 @@
-"""The pure builders: golden files of the example manifest, determinism, and the structure DESIGN §5-§6 asks for.
+"""The pure builders: golden files of the example manifest, determinism, and the structure of nginx.conf and
+docker-compose.yml (docs/contracts.md#generated-files).
 
 Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 .venv/bin/pytest tests/foundation`.
+The header's sha256 is stored as a placeholder: editing a comment in examples/manifest.yaml changes no golden file
+(test_header_names_manifest_file_and_sha256 checks the real digest).
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +23,14 @@ from swiftdeploy.render import NginxTarget, header_text, render_all, render_comp
 
 GOLDEN = Path(__file__).parent / "golden"
 STATE = Path("/srv/app/.swiftdeploy")
+HEADER_SHA256 = re.compile(r"\(sha256 [0-9a-f]{64}\)")
 
 
 def _golden(name: str, text: str) -> None:
+    header, _, rest = text.partition("\n")
+    header, found = HEADER_SHA256.subn("(sha256 <manifest sha256>)", header)
+    assert found == 1, f"{name}: no manifest sha256 in the header line {header!r}"
+    text = f"{header}\n{rest}"
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +66,22 @@ def test_render_is_deterministic_across_loads(example_path, canary):
     second = render_all(load_manifest(example_path), load_policy_set(load_manifest(example_path)))
     assert first == second
     assert list(first) == list(second)  # same order too
-    assert render_nginx(canary) == render_nginx(canary)
     assert {"docker-compose.yml", "nginx.conf", "policy-bundle/data.json"} <= set(first)
+
+
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_render_is_the_same_in_another_interpreter(canary, seed):
+    """`swiftdeploy init` in a fresh interpreter with another hash seed (which reorders every set of strings)
+    writes the bytes this process renders: nothing depends on set order, ids or the clock."""
+    m = canary
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    done = subprocess.run(
+        [sys.executable, "-m", "swiftdeploy", "-m", str(m.base_dir / "manifest.yaml"), "init"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (m.out_dir / "nginx.conf").read_text(encoding="utf-8") == render_nginx(m)
+    assert (m.out_dir / "docker-compose.yml").read_text(encoding="utf-8") == render_compose(m)
 
 
 def test_header_names_manifest_file_and_sha256(example_path):

@@ -1,9 +1,9 @@
-"""Fixtures for the lifecycle tests (helpers live in lifecycle_support.py)."""
+"""Fixtures for the lifecycle tests (helpers live in tests/support.py)."""
 
 from __future__ import annotations
 
 import pytest
-from lifecycle_support import cli, kill_leftovers
+from support import cli, kill_leftovers
 
 
 @pytest.fixture

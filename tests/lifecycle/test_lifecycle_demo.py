@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from lifecycle_support import SWIFTDEPLOY, kill_leftovers, leftovers
+from support import SWIFTDEPLOY, kill_leftovers, leftovers
 
 
 def test_demo_passes_and_cleans_up(tmp_path):

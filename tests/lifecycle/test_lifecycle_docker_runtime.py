@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from docker.errors import DockerException, ImageNotFound
+from support import free_port, stop_process
 
 from swiftdeploy.errors import HealthTimeout, OperationFailed, RuntimeUnavailable
 from swiftdeploy.manifest import parse_manifest
@@ -356,7 +357,6 @@ def _get(url, headers=None):
 def live_nginx(tmp_path):
     """The real nginx started like the compose file starts it: from a live copy the reload script may replace."""
     from swiftdeploy.runtime.local import find_nginx
-    from swiftdeploy.runtime.procs import free_port
 
     nginx = find_nginx()
     public, admin = free_port(), free_port()
@@ -390,12 +390,7 @@ def live_nginx(tmp_path):
                                     public=f"http://127.0.0.1:{public}", admin=f"http://127.0.0.1:{admin}")  # fmt: skip
     finally:
         stable.release.set()
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig=signal.SIGQUIT)
         stable.stop()
         canary.stop()
 
@@ -467,12 +462,6 @@ def _opa_manifest(tmp_path, engine, opa_port):
     return parse_manifest(text).with_source(path, "0" * 64)
 
 
-def _closed_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def opa_health_server():
     """A stand-in answering GET /health with 200, as a healthy OPA server does."""
@@ -507,7 +496,7 @@ def test_policy_engine_starts_before_the_first_gate_and_waits_for_health(tmp_pat
 def test_policy_engine_opa_that_never_answers_fails_closed_auto_falls_back(tmp_path):
     from swiftdeploy.errors import PolicyEngineUnavailable
 
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     with pytest.raises(PolicyEngineUnavailable):
         runtime(FakeClient(), Recorder()).start_policy_engine(_opa_manifest(tmp_path, "opa", port), timeout=0.5)
     said = []
@@ -519,5 +508,5 @@ def test_policy_engine_opa_that_never_answers_fails_closed_auto_falls_back(tmp_p
 
 def test_policy_engine_embedded_starts_nothing(tmp_path):
     recorder = Recorder()
-    runtime(FakeClient(), recorder).start_policy_engine(_opa_manifest(tmp_path, "embedded", _closed_port()))
+    runtime(FakeClient(), recorder).start_policy_engine(_opa_manifest(tmp_path, "embedded", free_port()))
     assert recorder.calls == []

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import threading
 from collections import Counter
 from pathlib import Path
 
 import httpx
-from lifecycle_support import cli, leftovers, write_manifest
+from support import background_traffic, cli, leftovers, write_manifest
 
 from swiftdeploy import history
 from swiftdeploy.manifest import load_manifest
-from swiftdeploy.ops import traffic
 
 
 def modes(url: str, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
@@ -48,17 +46,9 @@ def frozen_state(folder: Path) -> dict[str, str]:
 
 
 def promote_stable_under_traffic(manifest: Path, window: float = 3) -> tuple[object, dict]:
-    m = load_manifest(manifest)
-    stop = threading.Event()
-    box: dict = {}
-    sender = threading.Thread(target=lambda: box.update(traffic(m, 40, 60, stop=stop).to_dict()), daemon=True)
-    sender.start()
-    try:
+    with background_traffic(load_manifest(manifest)) as sent:
         result = cli(manifest, "promote", "stable", "--window", str(window))
-    finally:
-        stop.set()
-        sender.join(timeout=30)
-    return result, box
+    return result, sent
 
 
 def test_local_story(stack_dir):

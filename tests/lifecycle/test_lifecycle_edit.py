@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from support import MINIMAL_MANIFEST
 
 from swiftdeploy.errors import ManifestError, OperationFailed
 from swiftdeploy.manifest import load_manifest
@@ -24,12 +25,6 @@ canary:
   weight: 10
 nginx:
   port: 8080
-"""
-
-MINIMAL = """\
-services: {image: swift-deploy-1-node:latest, port: 3000}
-nginx:    {image: nginx:latest, port: 8080}
-network:  {name: swiftdeploy-net, driver_type: bridge}
 """
 
 
@@ -70,7 +65,7 @@ def test_promotion_edit_changes_only_the_promoted_values(tmp_path):
 
 def test_flow_style_minimal_manifest(tmp_path):
     path = tmp_path / "manifest.yaml"
-    path.write_text(MINIMAL)
+    path.write_text(MINIMAL_MANIFEST)
     set_values(path, {("services", "mode"): "canary", ("canary", "weight"): 50})
     text = path.read_text()
     assert "services: {image: swift-deploy-1-node:latest, port: 3000, mode: canary}" in text

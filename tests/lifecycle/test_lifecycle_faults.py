@@ -14,7 +14,7 @@ import time
 import httpx
 import psutil
 import pytest
-from lifecycle_support import SWIFTDEPLOY, cli, leftovers, write_manifest
+from support import SWIFTDEPLOY, cli, leftovers, write_manifest
 
 from swiftdeploy import history
 from swiftdeploy.manifest import load_manifest
@@ -176,8 +176,7 @@ def test_redeploy_converges(stack_dir):
 
 
 def test_blocked_deploy_starts_nothing(stack_dir):
-    manifest = write_manifest(stack_dir)
-    manifest.write_text(manifest.read_text().replace("min_disk_free_gb: 0.1", "min_disk_free_gb: 1000000"))
+    manifest = write_manifest(stack_dir, thresholds={"min_disk_free_gb": 1000000})
     r = cli(manifest, "deploy", "--json")
     assert r.returncode == 3, r.stdout + r.stderr
     answer = json.loads(r.stdout)  # --json: only JSON on stdout, even when blocked

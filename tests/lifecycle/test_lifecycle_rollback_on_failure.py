@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 
 import httpx
 import pytest
-from lifecycle_support import cli, leftovers, write_manifest
+from support import background_traffic, cli, leftovers, write_manifest
 
 from swiftdeploy import history
 from swiftdeploy.manifest import load_manifest
-from swiftdeploy.ops import traffic
 
 LAUNCHER = """\
 import os, runpy, sys
@@ -66,14 +64,8 @@ def test_failed_promote_stable_restores_everything(launcher_stack, stack_dir):
     m = load_manifest(manifest)
     before = files(stack_dir)
     pids_before = {p.name: json.loads(p.read_text())["pid"] for p in (stack_dir / ".swiftdeploy/pids").glob("*.json")}
-    stop = threading.Event()
-    sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
-    sender.start()
-    try:
+    with background_traffic(m):
         r = cli(manifest, "promote", "stable", "--window", "3", env=fail_env("stable:2.0.0"))
-    finally:
-        stop.set()
-        sender.join(timeout=30)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "app exited before becoming healthy (exit code 3)" in r.stderr
     assert files(stack_dir) == before  # manifest still in canary mode, generated files as they were
@@ -128,14 +120,8 @@ def test_promote_stable_order_hands_over_before_replacing_stable(launcher_stack,
     m = load_manifest(manifest)
 
     def promote():
-        stop = threading.Event()
-        sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
-        sender.start()
-        try:
+        with background_traffic(m):
             return promote_stable(manifest, window=3)
-        finally:
-            stop.set()
-            sender.join(timeout=30)
 
     monkeypatch.setenv("SWIFTDEPLOY_TEST_FAIL", "stable:2.0.0")
     with pytest.raises(Exception, match="app exited before becoming healthy"):

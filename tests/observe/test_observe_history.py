@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import stop_process
 
 from swiftdeploy import history
 from swiftdeploy.errors import InvalidInput
@@ -170,9 +171,7 @@ def test_kill_9_of_a_writer_never_corrupts_earlier_lines(tmp_path: Path) -> None
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, sig=signal.SIGKILL)
         after = path.read_bytes()
         assert after.startswith(complete)  # nothing already written was touched
     reader = history.read(path)

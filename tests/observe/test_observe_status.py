@@ -10,18 +10,17 @@ import pty
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from support import HEALTHY_HOST, SWIFTDEPLOY, cli, free_port, stop_process
 
 from swiftdeploy import audit, dashboard, history
 from swiftdeploy.manifest import load_manifest
 
-SWIFTDEPLOY = str(Path(sys.executable).parent / "swiftdeploy")
 REQUESTS = 60  # bounded traffic per track per test
 
 
@@ -99,16 +98,10 @@ def test_dead_track_is_shown_as_down_and_the_collector_keeps_going(demo_api, man
 
 
 def test_once_exit_code_is_1_when_the_stable_track_is_down_even_though_the_policy_allows(manifest_file) -> None:
-    import socket
-
     m = load_manifest(manifest_file("stable"))
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        nobody = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    host_ok = {"disk_free_gb": 100, "disk_path": "/", "cpu_load_1m": 0.1, "cpu_count": 2,
-               "memory_used_percent": 10, "memory_available_gb": 20}  # fmt: skip
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port that was free a moment ago: nothing listens there
     collector = dashboard.StatusCollector(m, urls={"stable": nobody, "canary": nobody}, timeout=0.5,
-                                          host_facts=lambda: dict(host_ok))  # fmt: skip
+                                          host_facts=lambda: dict(HEALTHY_HOST))  # fmt: skip
     collector.collect()
     snap = collector.collect()
     assert snap.tracks["stable"].state == "down" and snap.tracks["canary"].state == "absent"
@@ -134,11 +127,11 @@ def test_engine_unavailable_is_shown_not_raised(demo_api, manifest_file) -> None
     assert "engine unavailable" in _render_text(snap)
 
 
-def test_cli_json_through_the_admin_listener(demo_api, manifest_file, nginx, tmp_path: Path) -> None:
+def test_cli_json_through_the_admin_listener(demo_api, manifest_file, local_nginx, tmp_path: Path) -> None:
     manifest = manifest_file("canary")
     m = load_manifest(manifest)
     stable, canary = demo_api("stable"), demo_api("canary")
-    server = nginx(m, stable.port, canary.port)
+    server = local_nginx(m, stable.port, canary.port)
     assert httpx.post(f"{server.admin}/canary/chaos", json={"mode": "error", "rate": 0.5}).status_code == 200
     stop = threading.Event()
 
@@ -153,12 +146,7 @@ def test_cli_json_through_the_admin_listener(demo_api, manifest_file, nginx, tmp
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        result = subprocess.run(
-            [SWIFTDEPLOY, "-m", str(manifest), "status", "--json", "--interval", "1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = cli(manifest, "status", "--json", "--interval", "1", timeout=60)
     finally:
         stop.set()
         worker.join()
@@ -171,28 +159,23 @@ def test_cli_json_through_the_admin_listener(demo_api, manifest_file, nginx, tmp
     assert [r["event"] for r in records] == ["status"] and records[0]["decisions"]["canary"]["verdict"] == "deny"
 
 
-def test_cli_once_in_stable_mode_exits_0_and_shows_no_canary(demo_api, manifest_file, nginx) -> None:
+def test_cli_once_in_stable_mode_exits_0_and_shows_no_canary(demo_api, manifest_file, local_nginx) -> None:
     manifest = manifest_file("stable")
     m = load_manifest(manifest)
     stable = demo_api("stable")
-    nginx(m, stable.port)
-    result = subprocess.run(
-        [SWIFTDEPLOY, "-m", str(manifest), "status", "--once", "--interval", "0.3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    local_nginx(m, stable.port)
+    result = cli(manifest, "status", "--once", "--interval", "0.3", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ABSENT" in result.stdout and "not applicable" in result.stdout and "ALLOW" in result.stdout
     (rec,) = list(history.read(m.history_path))
     assert rec["tracks"]["canary"]["state"] == "absent" and rec["tracks"]["stable"]["state"] == "up"
 
 
-def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, nginx) -> None:
+def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, local_nginx) -> None:
     manifest = manifest_file("stable")
     m = load_manifest(manifest)
     stable = demo_api("stable")
-    nginx(m, stable.port)
+    local_nginx(m, stable.port)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
@@ -228,9 +211,7 @@ def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, nginx)
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig=signal.SIGKILL)
         os.close(master)
         reader.join(timeout=5)
     text = bytes(output).decode(errors="replace")

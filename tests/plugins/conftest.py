@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import REPO, SWIFTDEPLOY
 
-ROOT = Path(__file__).resolve().parents[2]
-HELLO_SRC = ROOT / "examples" / "plugins" / "swiftdeploy-hello"
-CONSOLE_SCRIPT = Path(sys.executable).parent / "swiftdeploy"
+HELLO_SRC = REPO / "examples" / "plugins" / "swiftdeploy-hello"
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +60,7 @@ def swiftdeploy(tmp_path: Path) -> Runner:
         env.update(PYTHONPATH=os.pathsep.join(map(str, sites)), COLUMNS="120", NO_COLOR="1", TERM="dumb")
         if plugins is not None:
             env["SWIFTDEPLOY_PLUGINS"] = plugins
-        argv = [sys.executable, "-m", "swiftdeploy"] if module else [str(CONSOLE_SCRIPT)]
+        argv = [sys.executable, "-m", "swiftdeploy"] if module else [SWIFTDEPLOY]
         return subprocess.run([*argv, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
 
     return run

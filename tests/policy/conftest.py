@@ -1,27 +1,16 @@
-"""Fixtures for the policy tests: manifests on disk, free ports, canned inputs.
-
-Helpers are fixtures (not a helper module) so the tests work under any pytest import mode.
-"""
+"""Fixtures for the policy tests: manifests on disk, canned inputs (shared helpers: tests/support.py)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import HEALTHY_HOST
 
 from swiftdeploy.manifest import load_manifest
 
-HEALTHY_HOST = {
-    "disk_free_gb": 50.0,
-    "disk_path": "/srv",
-    "cpu_load_1m": 0.5,
-    "cpu_count": 4,
-    "memory_used_percent": 40.0,
-    "memory_available_gb": 8.0,
-}
 GOOD_TRACK = {"requests": 200, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 20.0, "p99_ms": 100.0}
 
 
@@ -51,16 +40,6 @@ def write_manifest(tmp_path: Path) -> Callable[..., Any]:
         return load_manifest(path)
 
     return write
-
-
-@pytest.fixture
-def free_port() -> Callable[[], int]:
-    def pick() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
-    return pick
 
 
 @pytest.fixture

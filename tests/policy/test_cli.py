@@ -1,4 +1,4 @@
-"""`swiftdeploy policy test | eval | check`: output and exit codes (DESIGN.md §3)."""
+"""`swiftdeploy policy test | eval | check`: output and exit codes (docs/contracts.md#exit-codes)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import free_port, relaxed_host_thresholds
 
 from swiftdeploy.cli import run
 
@@ -146,7 +147,7 @@ def test_explicit_missing_manifest_exits_2(tmp_path: Path, capsys) -> None:
     assert "nope.yaml" in capsys.readouterr().err
 
 
-def test_opa_engine_unreachable_exits_4(tmp_path: Path, write_manifest, free_port, capsys) -> None:
+def test_opa_engine_unreachable_exits_4(tmp_path: Path, write_manifest, capsys) -> None:
     port = free_port()  # nothing listens there: a real connection refused
     write_manifest(f"policy:\n  engine: opa\nopa: {{port: {port}, timeout: 1}}\n", engine=None)
     assert run(["policy", "eval", "canary", "-i", str(write_json(tmp_path / "in.json", GOOD))]) == 4
@@ -154,21 +155,19 @@ def test_opa_engine_unreachable_exits_4(tmp_path: Path, write_manifest, free_por
     assert f"cannot connect to OPA at http://127.0.0.1:{port}" in err
 
 
-LENIENT = (
-    "policy:\n  engine: embedded\n"
-    "  thresholds: {min_disk_free_gb: 0, max_cpu_load: 100000, max_memory_used_percent: 100}\n"
-)
+def lenient(**strict: float) -> str:
+    return f"policy:\n  engine: embedded\n  thresholds: {relaxed_host_thresholds(**strict)}\n"
 
 
 def test_policy_check_allows_with_lenient_thresholds(write_manifest, capsys) -> None:
-    write_manifest(LENIENT, engine=None)
+    write_manifest(lenient(), engine=None)
     assert run(["policy", "check"]) == 0
     out = capsys.readouterr().out
     assert "facts: disk_path=" in out and "infrastructure: allow" in out
 
 
 def test_policy_check_denies_with_strict_thresholds(write_manifest, tmp_path: Path, capsys) -> None:
-    write_manifest(LENIENT.replace("min_disk_free_gb: 0", "min_disk_free_gb: 1000000000"), engine=None)
+    write_manifest(lenient(min_disk_free_gb=1000000000), engine=None)
     assert run(["policy", "check", "--json"]) == 3
     decision = json.loads(capsys.readouterr().out)
     assert decision["domain"] == "infrastructure" and decision["verdict"] == "deny"

@@ -2,65 +2,36 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from support import DemoApi
 
 from swiftdeploy.metrics import scrape, window
 from swiftdeploy.policy import evaluate
 
-START_TIMEOUT = 20.0
 REQUESTS = 6  # bounded: 6 slow requests, all at once
 
 
 @pytest.fixture(scope="module")
-def demo_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def canary_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `python -m demo_api` in canary mode for this module; always stopped."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    tmp_path = tmp_path_factory.mktemp("demo_api")
-    env = {k: v for k, v in os.environ.items() if k not in {"MODE", "APP_PORT", "APP_HOST", "METRICS_ENABLED"}}
-    env |= {"MODE": "canary", "APP_PORT": str(port), "APP_HOST": "127.0.0.1", "APP_VERSION": "2.0.0"}
-    log = tmp_path / "demo_api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "demo_api"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    api = DemoApi(tmp_path_factory.mktemp("demo_api"), "canary", "2.0.0")
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert proc.poll() is None, f"demo_api exited with {proc.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"demo_api not healthy in {START_TIMEOUT} s:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield url
+        yield api.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        api.stop()
 
 
 @pytest.fixture
-def api(demo_api: str) -> Iterator[str]:
+def api(canary_api: str) -> Iterator[str]:
     """The shared demo API, recovered from any chaos after each test."""
     try:
-        yield demo_api
+        yield canary_api
     finally:
-        httpx.post(f"{demo_api}/chaos", json={"mode": "recover"}, timeout=5.0)
+        httpx.post(f"{canary_api}/chaos", json={"mode": "recover"}, timeout=5.0)
 
 
 def burst(url: str, n: int) -> list[int]:

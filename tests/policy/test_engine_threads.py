@@ -2,26 +2,19 @@
 
 import threading
 
-from swiftdeploy.policy import evaluate
+from support import HEALTHY_HOST
 
-GOOD_HOST = {
-    "disk_free_gb": 50,
-    "disk_path": "/",
-    "cpu_load_1m": 0.5,
-    "cpu_count": 2,
-    "memory_used_percent": 40,
-    "memory_available_gb": 10,
-}
+from swiftdeploy.policy import evaluate
 
 
 def test_decisions_from_several_threads_after_main_thread_use():
-    assert evaluate(None, "infrastructure", GOOD_HOST).verdict == "allow"
+    assert evaluate(None, "infrastructure", HEALTHY_HOST).verdict == "allow"
     verdicts: list[str] = []
     errors: list[BaseException] = []
 
     def worker() -> None:
         try:
-            verdicts.append(evaluate(None, "infrastructure", GOOD_HOST).verdict)
+            verdicts.append(evaluate(None, "infrastructure", HEALTHY_HOST).verdict)
         except BaseException as exc:  # PanicException is a BaseException
             errors.append(exc)
 

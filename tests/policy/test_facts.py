@@ -1,4 +1,4 @@
-"""Host facts: the DESIGN.md §7 field names, real values from this machine, unavailable facts left out."""
+"""Host facts: the field names of docs/contracts.md#inputs, this machine's real values, unreadable ones left out."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Canary facts from Prometheus metrics: scrape both tracks through the admin listener, wait, scrape again,
-and turn the difference into the canary policy's input (DESIGN.md §7, §8). Library only: no printing.
+and turn the difference into the canary policy's input (docs/contracts.md#inputs). Library only: no printing.
 """
 
 from __future__ import annotations

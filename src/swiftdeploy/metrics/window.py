@@ -1,4 +1,4 @@
-"""Window math over two scrapes: counter deltas, error rate and latency quantiles (DESIGN.md §8).
+"""Window math over two scrapes: counter deltas, error rate and latency quantiles (docs/contracts.md#metrics).
 
 Semantics follow PromQL: a counter that went down was reset (the process restarted), so its delta is its new
 value, as `rate()` does; quantiles are `histogram_quantile()` over the bucket deltas - linear interpolation
@@ -33,7 +33,7 @@ class TrackWindow:
     restarted: bool = False  # a counter reset was seen (the track restarted inside the window)
 
     def to_input(self) -> dict[str, Any]:
-        """The TRACK object of the canary policy input (DESIGN.md §7)."""
+        """The TRACK object of the canary policy input (docs/contracts.md#inputs)."""
         return {
             "requests": self.requests,
             "errors": self.errors,

@@ -1,4 +1,4 @@
-"""promote canary / promote stable (DESIGN.md §3).
+"""promote canary / promote stable (docs/contracts.md#cli, docs/operations.md).
 
 Both gate first and change nothing until the policy allows. After the gate, the manifest edit and the generated
 files are written together (FileTxn) and restored exactly when a later runtime step fails, so a failed promotion

@@ -1,4 +1,4 @@
-"""Policy decisions: the CLI collects facts and asks; the Rego policy decides (DESIGN.md §7).
+"""Policy decisions: the CLI collects facts and asks; the Rego policy decides (docs/contracts.md#policy-decisions).
 
 `evaluate(m, domain, input)` picks the engine from `m.policy.engine`:
 - `embedded`: regorus in-process, on the same policies and data as the OPA bundle;

@@ -1,4 +1,4 @@
-"""The decision every policy domain answers (DESIGN.md §7), and a strict reader for engine results.
+"""The decision every policy domain answers (docs/contracts.md#the-decision), and a strict reader for engine results.
 
 Stdlib only: `Decision` is imported by history, status and lifecycle code that must stay light.
 """

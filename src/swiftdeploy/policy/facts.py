@@ -1,4 +1,4 @@
-"""Host facts for the infrastructure domain (DESIGN.md §7 field names), read with psutil.
+"""Host facts for the infrastructure domain (field names: docs/contracts.md#inputs), read with psutil.
 
 A fact that cannot be read is left out and named under "unavailable" - never sent as 0, which could pass a
 threshold by accident. The policy then reports the missing field and denies.

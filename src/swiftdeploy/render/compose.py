@@ -1,4 +1,4 @@
-"""manifest -> docker-compose.yml (DESIGN.md §6). A pure string builder: YAML written by hand, every scalar quoted.
+"""manifest -> docker-compose.yml (docs/contracts.md#docker-composeyml). Pure: YAML by hand, every scalar quoted.
 
 Services: the stable app, `<name>-canary` only in canary mode, nginx, and OPA when the policy engine may use a
 server (engine `opa` or `auto`). Apps are never published (`expose` only); nginx publishes the public port and the

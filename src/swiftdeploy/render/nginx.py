@@ -1,4 +1,4 @@
-"""manifest -> nginx.conf (DESIGN.md §5). A pure string builder: no template engine, no I/O.
+"""manifest -> nginx.conf (docs/contracts.md#nginxconf). A pure string builder: no template engine, no I/O.
 
 Two listeners: the public one (proxy to stable, or a per-request split between stable and canary) and the admin one
 (per-track /metrics, /healthz, /chaos, bound to 127.0.0.1 on the host). The same builder serves nginx in a container

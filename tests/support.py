@@ -1,0 +1,292 @@
+"""Helpers shared by every test package: free ports, waiting for and stopping processes, the demo API and the real
+nginx as processes on 127.0.0.1, healthy host facts and relaxed host thresholds, the minimal and a local-runtime
+stack manifest, the CLI as a subprocess, background traffic, and the check that nothing a test started is left
+running.
+
+Import it as `from support import ...` from any test module (tests/conftest.py puts tests/ on sys.path); the
+fixtures built on it (`demo_api`, `local_nginx`, `nginx_binary`, `compose_binary`) live in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "manifest.yaml"
+SWIFTDEPLOY = str(Path(sys.executable).with_name("swiftdeploy"))  # this environment's console script
+
+# --- ports and processes ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listened on a moment ago (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def distinct_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float, log: Path | None = None
+) -> None:
+    """Poll `ready()` until it holds; fails at once when `proc` exits first, and after `timeout` seconds (showing
+    `log`, if given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}{_tail(log)}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not ready within {timeout} s{_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path | None) -> str:
+    return f":\n{log.read_text(errors='replace')}" if log is not None and log.exists() else ""
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """Send `sig` (SIGTERM; SIGQUIT is nginx's graceful stop), wait, SIGKILL as a fallback; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Live processes started for this folder: their cwd or argv is inside it (apps run with cwd = the manifest's
+    folder, nginx with cwd = the state folder)."""
+    found = []
+    root = str(folder)
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            cwd = proc.info["cwd"] or ""
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cwd.startswith(root) or root in cmd:
+                found.append(f"pid {proc.pid}: {cmd} (cwd {cwd})")
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_leftovers(folder: Path) -> None:
+    for line in leftovers(folder):
+        pid = int(line.split()[1].rstrip(":"))
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+
+
+# --- policy inputs and thresholds -------------------------------------------------------------------------------
+
+# Host facts every default infrastructure threshold allows.
+HEALTHY_HOST: dict[str, Any] = {
+    "disk_free_gb": 50.0,
+    "disk_path": "/srv",
+    "cpu_load_1m": 0.5,
+    "cpu_count": 4,
+    "memory_used_percent": 40.0,
+    "memory_available_gb": 8.0,
+}
+
+# The test machine's own load, disk and memory must not decide a test: host thresholds no real host exceeds.
+RELAXED_HOST = {"max_cpu_load": 1000, "min_disk_free_gb": 0, "max_memory_used_percent": 100}
+
+
+def relaxed_host_thresholds(**overrides: float) -> str:
+    """`policy.thresholds` as a YAML flow mapping: the relaxed host thresholds, with `overrides` (the canary
+    thresholds stay the policy defaults)."""
+    return "{" + ", ".join(f"{name}: {value}" for name, value in (RELAXED_HOST | overrides).items()) + "}"
+
+
+# --- the demo API and nginx as real processes -------------------------------------------------------------------
+
+DEMO_API_SETTINGS = ("MODE", "APP_VERSION", "APP_PORT", "APP_HOST", "METRICS_ENABLED")
+
+
+def demo_api_env(**settings: str) -> dict[str, str]:
+    """This process's environment without demo API settings of its own, plus `settings`."""
+    return {k: v for k, v in os.environ.items() if k not in DEMO_API_SETTINGS} | settings
+
+
+class DemoApi:
+    """`python -m demo_api` on a free 127.0.0.1 port, healthy when the constructor returns (else it is stopped and
+    the error shows its log); `stop()` ends it (SIGTERM, then SIGKILL) and returns the exit code."""
+
+    def __init__(self, log_dir: Path, mode: str = "stable", version: str = "1.0.0", *, timeout: float = 20.0) -> None:
+        self.mode = mode
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"demo_api-{mode}-{self.port}.log"
+        env = demo_api_env(MODE=mode, APP_VERSION=version, APP_PORT=str(self.port), APP_HOST="127.0.0.1")
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "demo_api"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_until(self._healthy, self.proc, f"demo API ({mode})", timeout, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> int | None:
+        return stop_process(self.proc)
+
+
+class LocalNginx:
+    """The real nginx on the local-runtime variant of the generated nginx.conf (`NginxTarget.local`), in front of
+    upstreams on 127.0.0.1 ports; ready when the constructor returns. Stops (SIGQUIT, then SIGKILL) on `stop()` or
+    at the end of a `with` block."""
+
+    def __init__(self, nginx: str, m: Any, state: Path, stable_port: int, canary_port: int | None = None) -> None:
+        from swiftdeploy.render import NginxTarget, render_nginx
+
+        self.target = NginxTarget.local(m, state, stable_port, canary_port)
+        for folder in self.target.required_dirs():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.conf = state / "nginx" / "nginx.conf"
+        self.conf.write_text(render_nginx(m, self.target), encoding="utf-8")
+        self.public = f"http://127.0.0.1:{m.nginx.port}"
+        self.admin = f"http://127.0.0.1:{m.nginx.admin_port}"
+        startup_log = state / "logs" / "nginx-startup.log"
+        self.proc = subprocess.Popen(
+            [nginx, "-e", str(startup_log), "-c", str(self.conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: port_open(m.nginx.admin_port), self.proc, "nginx", 15.0, startup_log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_process(self.proc, sig=signal.SIGQUIT)
+
+    def __enter__(self) -> LocalNginx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- manifests, the CLI as a subprocess, traffic ----------------------------------------------------------------
+
+# The minimal manifest: every other field has a default.
+MINIMAL_MANIFEST = """\
+services: {image: swift-deploy-1-node:latest, port: 3000}
+nginx:    {image: nginx:latest, port: 8080}
+network:  {name: swiftdeploy-net, driver_type: bridge}
+"""
+
+STACK_MANIFEST = """\
+# Lifecycle test manifest. This comment must survive every edit.
+services:
+  name: app
+  image: swift-deploy-1-node:latest   # stable image
+  version: 1.0.0
+  port: {app_port}
+{command}canary:
+  image: swift-deploy-1-node:next     # the candidate
+  version: 2.0.0
+  weight: {weight}
+nginx:
+  port: {public_port}
+  admin_port: {admin_port}
+  contact: ops@example.com
+runtime: local
+policy:
+  engine: embedded
+  window_seconds: 3
+  # host thresholds relaxed: the test machine is busy; canary thresholds stay the defaults
+  thresholds: {thresholds}
+"""
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    weight: int = 50,
+    command: list[str] | None = None,
+    thresholds: dict[str, float] | None = None,
+    **ports: int,
+) -> Path:
+    """folder/manifest.yaml for a local-runtime stack on free ports (`app_port=`, `public_port=`, `admin_port=`
+    choose one); `thresholds` override the relaxed host thresholds."""
+    public_port, admin_port, app_port = distinct_ports(3)
+    values = {"public_port": public_port, "admin_port": admin_port, "app_port": app_port, **ports}
+    command_yaml = ""
+    if command is not None:
+        command_yaml = "  command: [" + ", ".join(f"'{part}'" for part in command) + "]\n"
+    text = STACK_MANIFEST.format(
+        weight=weight, command=command_yaml, thresholds=relaxed_host_thresholds(**(thresholds or {})), **values
+    )
+    path = folder / "manifest.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(
+    manifest: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`swiftdeploy -m MANIFEST ARGS...` as a subprocess (wide, uncoloured output)."""
+    env = {**(env or os.environ), "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [SWIFTDEPLOY, "-m", str(manifest), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@contextlib.contextmanager
+def background_traffic(m: Any, rps: float = 40, duration: float = 60) -> Iterator[dict[str, Any]]:
+    """`swiftdeploy.ops.traffic` to the public listener in a thread while the block runs; the dict it yields holds
+    the traffic summary (`to_dict()`) once the block is over."""
+    from swiftdeploy.ops import traffic
+
+    stop = threading.Event()
+    summary: dict[str, Any] = {}
+    sender = threading.Thread(
+        target=lambda: summary.update(traffic(m, rps, duration, stop=stop).to_dict()), daemon=True
+    )
+    sender.start()
+    try:
+        yield summary
+    finally:
+        stop.set()
+        sender.join(timeout=30)
