@@ -63,7 +63,8 @@ class ManifestError(InvalidInput):
 
 
 class PolicyError(InvalidInput):
-    """Exit 2: a policy file does not compile or a policy input file is invalid."""
+    """Exit 2: a policy file does not compile, fails while evaluating (conflicting rule values, a builtin that
+    errors: the same on both engines), or a policy input file is invalid. The fix is in the Rego or the input."""
 
 
 class PolicyBlocked(SwiftDeployError):
