@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+EXIT_INTERRUPTED = 130  # Ctrl-C or an aborted prompt: the shell's 128 + SIGINT, not an error of ours
+
 
 class SwiftDeployError(Exception):
     """Base class. Exit code 1: the operation failed."""

@@ -99,3 +99,17 @@ def test_help_shows_no_type_on_plain_flags(capsys) -> None:
         assert "<bool>" not in text and "--help" in text, argv
     assert run(["deploy", "--help"]) == 0
     assert "--timeout <float range>" in capsys.readouterr().out  # options that take a value still say which
+
+
+def test_help_and_command_modules_load_no_rich() -> None:
+    """Command modules import only Typer and the stdlib at top level; `--help` is Click's plain formatter."""
+    import json
+
+    code = (
+        "import json, sys\nfrom swiftdeploy.cli import run\nrc = run(['--help'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'httpx', 'pydantic', 'regorus', 'psutil'})\n"
+        "print(json.dumps([rc, heavy]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, []]

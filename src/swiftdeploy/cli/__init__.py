@@ -57,7 +57,7 @@ def run(argv: list[str] | None = None) -> int:
     import typer
     from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click
 
-    from ..errors import OperationFailed, SwiftDeployError
+    from ..errors import EXIT_INTERRUPTED, OperationFailed, SwiftDeployError
     from . import output
 
     output.reset()  # one pair of consoles per command run
@@ -75,12 +75,12 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         sys.stderr.write("Aborted.\n")
-        return 130
+        return EXIT_INTERRUPTED
     except ClickException as exc:  # usage errors: exit 2
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return OperationFailed.exit_code
     except Exception as exc:  # a bug (ours or a plugin's): still one line, exit 1; the traceback on request
