@@ -12,6 +12,8 @@ Track = Annotated[
     str,
     typer.Option("--track", help="Track to act on: canary (default) or stable (stable accepts only recover)."),
 ]
+Duration = Annotated[float, typer.Option("--duration", help="Seconds each request sleeps (0 < S <= 30).")]
+Rate = Annotated[float, typer.Option("--rate", help="Fraction of requests answered 500 (0 < R <= 1).")]
 
 
 def _inject(ctx: typer.Context, track: str, mode: str, **values: float | None) -> None:
@@ -30,21 +32,13 @@ def _inject(ctx: typer.Context, track: str, mode: str, **values: float | None) -
 
 
 @app.command("slow")
-def slow(
-    ctx: typer.Context,
-    duration: Annotated[float, typer.Option("--duration", help="Seconds each request sleeps (0 < S <= 30).")],
-    track: Track = "canary",
-) -> None:
+def slow(ctx: typer.Context, duration: Duration, track: Track = "canary") -> None:
     """Make every request of the track sleep DURATION seconds."""
     _inject(ctx, track, "slow", duration=duration)
 
 
 @app.command("error")
-def error(
-    ctx: typer.Context,
-    rate: Annotated[float, typer.Option("--rate", help="Fraction of requests answered 500 (0 < R <= 1).")],
-    track: Track = "canary",
-) -> None:
+def error(ctx: typer.Context, rate: Rate, track: Track = "canary") -> None:
     """Answer a RATE fraction of the track's requests with HTTP 500."""
     _inject(ctx, track, "error", rate=rate)
 

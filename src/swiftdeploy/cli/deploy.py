@@ -15,13 +15,6 @@ def deploy(
     """Write generated files, pass the infrastructure gate, start the stack and wait until healthy."""
     from ..ops import deploy as run_deploy
     from .common import manifest_path
-    from .output import print_json, render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    result = run_operation(
-        lambda progress: run_deploy(path, timeout=timeout, progress=progress), title="deploying", json_out=json_out
-    )
-    if json_out:
-        print_json(result.to_dict())
-    else:
-        render_result(result)
+    operate(run_deploy, manifest_path(ctx), title="deploying", json_out=json_out, timeout=timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..format import format_number
@@ -105,12 +106,14 @@ def blocked_message(decision: Decision) -> str:
     return f"{decision.domain} policy answered {decision.verdict} ({decision.engine} engine): {shown}"
 
 
-# --- operations (deploy, promote, rollback, teardown) ---
+# --- lifecycle operations (deploy, promote, rollback, teardown) ---
 
 
-def run_operation(call: Callable[[Callable[[str], None]], Any], *, title: str, json_out: bool = False) -> Any:
-    """Run an operation with a spinner on stderr (stdout stays clean for --json); print each step and warnings.
-    A blocked gate prints its decision once, then re-raises with a short message (cli.run maps it to exit 3)."""
+def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_out: bool = False, **options) -> None:
+    """Run a lifecycle operation (`ops.deploy`, `promote_*`, `rollback`, `teardown`) on the manifest at `path` with
+    a spinner on stderr (stdout stays clean for --json), every step and warning printed; then print its result
+    (`json_out`: as JSON). A blocked gate prints its decision once and re-raises with a short message (cli.run
+    maps it to exit 3); with `json_out` any failure is also a JSON answer on stdout."""
     from rich.markup import escape
 
     from ..errors import PolicyBlocked, SwiftDeployError
@@ -126,7 +129,7 @@ def run_operation(call: Callable[[Callable[[str], None]], Any], *, title: str, j
                 status.update(f"{title}: {message}")
 
         try:
-            return call(progress)
+            result = operation(path, progress=progress, **options)
         except PolicyBlocked as exc:
             if json_out:
                 decision = exc.decision.to_dict() if exc.decision is not None else None
@@ -139,6 +142,10 @@ def run_operation(call: Callable[[Callable[[str], None]], Any], *, title: str, j
             if json_out:
                 print_json({"ok": False, "blocked": False, "error": str(exc)})
             raise
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        render_result(result)
 
 
 def render_result(result: OpResult) -> None:

@@ -19,13 +19,9 @@ def canary(
     """Infrastructure gate; mode canary in the manifest; start the canary; split traffic by canary.weight."""
     from ..ops import promote_canary
     from .common import manifest_path
-    from .output import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    result = run_operation(
-        lambda progress: promote_canary(path, progress=progress, timeout=timeout), title="promoting the canary"
-    )
-    render_result(result)
+    operate(promote_canary, manifest_path(ctx), title="promoting the canary", timeout=timeout)
 
 
 @app.command("stable")
@@ -44,11 +40,6 @@ def stable(
     """Canary gate over the window; on allow the canary becomes stable; on deny nothing changes (exit 3)."""
     from ..ops import promote_stable
     from .common import manifest_path
-    from .output import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    result = run_operation(
-        lambda progress: promote_stable(path, window=window, progress=progress, timeout=timeout),
-        title="promoting the canary to stable",
-    )
-    render_result(result)
+    operate(promote_stable, manifest_path(ctx), title="promoting the canary to stable", window=window, timeout=timeout)

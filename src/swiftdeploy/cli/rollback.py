@@ -9,7 +9,6 @@ def rollback(ctx: typer.Context) -> None:
     """Remove the canary, send all traffic to stable, set mode stable. Never gated."""
     from ..ops import rollback as run_rollback
     from .common import manifest_path
-    from .output import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    render_result(run_operation(lambda progress: run_rollback(path, progress=progress), title="rolling back"))
+    operate(run_rollback, manifest_path(ctx), title="rolling back")

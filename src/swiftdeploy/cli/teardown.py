@@ -16,7 +16,6 @@ def teardown(
     """Stop and remove everything the deploy started (history.jsonl is kept)."""
     from ..ops import teardown as run_teardown
     from .common import manifest_path
-    from .output import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    render_result(run_operation(lambda progress: run_teardown(path, clean=clean, progress=progress), title="teardown"))
+    operate(run_teardown, manifest_path(ctx), title="teardown", clean=clean)
