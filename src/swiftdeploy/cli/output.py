@@ -126,7 +126,7 @@ def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_
                 console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
             else:
                 console.print(f"  [dim]•[/dim] {escape(message)}", soft_wrap=True)
-                status.update(f"{title}: {message}")
+                status.update(f"{title}: {escape(message)}")
 
         try:
             result = operation(path, progress=progress, **options)
