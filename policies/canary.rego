@@ -12,7 +12,11 @@ package swiftdeploy.canary
 
 import rego.v1
 
-thresholds := object.get(data, ["swiftdeploy", "thresholds"], {})
+# A path, not object.get(data, ...): reading all of `data` includes these very rules, which OPA rejects as
+# recursion (regorus does not notice).
+default thresholds := {}
+
+thresholds := data.swiftdeploy.thresholds
 
 inp := input if is_object(input)
 else := {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import history
+from .format import format_number
 from .fsutil import atomic_write
 
 TIMELINE_MAX = 200
@@ -223,9 +224,9 @@ class AuditReport:
             return
         self._end_chaos(track, ts, moment, f"replaced by {mode}")
         if mode == "slow" and record.get("duration") is not None:
-            fault = f"slow {_num(record.get('duration'))}s"
+            fault = f"slow {format_number(record.get('duration'))}s"
         elif mode == "error" and isinstance(record.get("rate"), int | float):
-            fault = f"error {_num(record['rate'] * 100)}%"
+            fault = f"error {format_number(record['rate'] * 100, '%')}"
         else:
             fault = mode
         episode = ChaosEpisode(track, fault, ts, moment)
@@ -267,7 +268,7 @@ def cell(value: Any) -> str:
     """Text safe inside a GFM table cell: `|` escaped, newlines as <br>, no raw HTML."""
     if value is None:
         return ""
-    text = _num(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+    text = format_number(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
     return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>").strip()
@@ -445,7 +446,7 @@ def _charts(r: AuditReport) -> list[str]:
         if f"stable_{suffix}" not in series:
             lines.append("    line [" + ", ".join("0" for _ in buckets) + "]")  # keep canary orange
         for s in series:
-            lines.append("    line [" + ", ".join(_num(round(b.values.get(s, 0.0), 2)) for b in buckets) + "]")
+            lines.append("    line [" + ", ".join(format_number(round(b.values.get(s, 0.0), 2)) for b in buckets) + "]")
         lines += ["```", ""]
     return lines
 
@@ -486,7 +487,7 @@ def _details(record: dict[str, Any]) -> str:
     for key, value in record.items():
         if key in skip or isinstance(value, dict | list) or value is None:
             continue
-        parts.append(f"{key}={_num(value) if isinstance(value, float) else value}")
+        parts.append(f"{key}={format_number(value) if isinstance(value, float) else value}")
     text = "; ".join(parts)
     return text if len(text) <= 240 else text[:239] + "…"
 
@@ -498,27 +499,16 @@ def _distance(observed: Any, threshold: Any) -> float:
     return 0.0
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return "0"
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return text if text not in ("-0", "") else "0"
-
-
 def _with_unit(value: Any, unit: str) -> str:
     if value is None:
         return ""
-    text = _num(value)
-    return f"{text} {unit}".strip() if unit else text
+    text = format_number(value)
+    return f"{text} {unit}" if unit else text  # "1 %", as Violation.summary() writes it
 
 
 def _duration(seconds: float) -> str:
     if seconds < 60:
-        return f"{_num(round(seconds, 1))} s"
+        return f"{format_number(round(seconds, 1))} s"
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
@@ -543,5 +533,5 @@ def _nice_top(value: float) -> str:
     for step in (1, 2, 2.5, 5, 10):
         top = step * magnitude
         if top >= value * 1.05:
-            return _num(float(top))
-    return _num(float(10 * magnitude))
+            return format_number(float(top))
+    return format_number(float(10 * magnitude))

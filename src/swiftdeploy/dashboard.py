@@ -10,29 +10,32 @@ base URLs given to the collector (tests point them straight at demo API processe
 is "down" (or "absent" when the manifest runs no canary); nothing here raises for a dead track or a failing
 policy engine: the snapshot says so instead.
 
-`render(snapshot)` builds the Rich renderable; Rich is imported inside it.
+`refreshes(collector, interval)` is the one refresh loop (live `status`, `status --once` through `snapshot()`,
+and the demo's sampler): collect, append the `status` record to history.jsonl, yield, wait. No printing and no
+Rich here: `swiftdeploy.cli.output.render_snapshot` draws a Snapshot.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import history
-from .errors import PolicyEngineUnavailable, SwiftDeployError
+from .errors import OperationFailed, PolicyBlocked, PolicyEngineUnavailable, SwiftDeployError
 
 if TYPE_CHECKING:
+    import threading
+
     from .manifest import Manifest
     from .metrics import Scrape
 
 TRACKS = ("stable", "canary")
 DOMAINS = ("infrastructure", "canary")
 TREND_POINTS = 40
-SPARK = "▁▂▃▄▅▆▇█"
 _CHAOS_CODES = {0: "none", 1: "slow", 2: "error"}  # the chaos_active gauge (docs/contracts.md#metrics)
 
 # Verdicts a domain can show. Only "allow" lets `status --once` exit 0 (see exit_code()).
@@ -125,11 +128,11 @@ class Snapshot:
         policy allows). `not applicable` (no canary in stable mode) does not block."""
         verdicts = [d.verdict for d in self.decisions.values() if d.verdict != NOT_APPLICABLE]
         if any(v not in ("allow", UNAVAILABLE) for v in verdicts):
-            return 3
+            return PolicyBlocked.exit_code
         if UNAVAILABLE in verdicts:
-            return 4
+            return PolicyEngineUnavailable.exit_code
         if any(view.state == "down" for view in self.tracks.values()):
-            return 1
+            return OperationFailed.exit_code
         return 0
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
@@ -352,121 +355,57 @@ def _json(response: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def sparkline(values: list[float]) -> str:
-    """▁▂▃▅▇ scaled to the largest value (all blocks at the bottom when every value is 0)."""
-    if not values:
-        return ""
-    top = max(values)
-    if top <= 0:
-        return SPARK[0] * len(values)
-    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
+# --- the refresh loop ---
 
 
-# --- rendering (Rich, imported lazily) ---
+@dataclass
+class Refresh:
+    """One turn of the refresh loop: the snapshot, and why its `status` record could not be written (if so)."""
 
-_VERDICT_STYLE = {"allow": "bold green", "deny": "bold red", "inconclusive": "bold yellow"}
-
-
-def render(snapshot: Snapshot) -> Any:
-    """A Rich renderable of the snapshot: per track one line over the last interval and one over the policy
-    window, with trends; then both policy verdicts with every violation."""
-    from rich import box
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    s = snapshot
-    head = Text.assemble(
-        ("swiftdeploy status ", "bold"),
-        (s.project, "cyan"),
-        f" · mode {s.mode} · engine {', '.join(s.engines) or '–'} · {s.ts}",
-    )
-    if s.baseline:
-        head.append(" · collecting baseline…", style="yellow")
-
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for column in ("Track", "State", "Chaos", "Over", "Req", "req/s", "Err %", "P50 ms", "P99 ms", "Trend"):
-        numeric = column in ("Req", "req/s", "Err %", "P50 ms", "P99 ms")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("Trend", "State"))
-    notes: list[Text] = []
-    for view in s.tracks.values():
-        for row in _track_rows(view, s, notes):
-            table.add_row(*row)
-
-    policy = Table.grid(padding=(0, 1))
-    policy.add_column()
-    policy.add_column()
-    for d in s.decisions.values():
-        style = _VERDICT_STYLE.get(d.verdict, "yellow" if d.verdict in (BASELINE, NOT_APPLICABLE) else "bold red")
-        label = Text(d.verdict.upper() if d.verdict in _VERDICT_STYLE else d.verdict, style=style)
-        where = f" ({d.engine})" if d.engine else ""
-        policy.add_row(Text(f"{d.domain}{where}", style="bold"), label)
-        if d.message:
-            policy.add_row("", Text(d.message, style="dim"))
-        for v in d.violations:
-            policy.add_row("", Text(f"• {_violation_text(v)}", style="red"))
-    return Group(head, table, *notes, Text("Policy", style="bold underline"), policy)
+    snapshot: Snapshot
+    record_error: SwiftDeployError | None = None
 
 
-def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any]]:
-    """Two table rows per running track (last interval, policy window); one for a down/absent track."""
-    from rich.text import Text
-
-    name = f"{view.track} {view.version or ''}".strip()
-    if view.state != "up":
-        style = "dim" if view.state == "absent" else "bold red"
-        why = "not running" if view.state == "absent" else (view.error or "no answer")
-        notes.append(Text(f"{view.track}: {why}", style=style))
-        return [[name, Text(view.state.upper(), style=style), "", "", "", "", "", "", "", ""]]
-    healthy = view.health == "ok"
-    state = Text(f"up {_uptime(view.uptime_seconds)}" if healthy else f"up, {view.health}", style="green")
-    if not healthy:
-        state.stylize("yellow")
-    if view.mode and view.mode != view.track:
-        state.append(f" ({view.mode})", style="yellow")  # a track answering as the other mode is worth seeing
-    mode = (view.chaos or {}).get("mode", "?")
-    chaos = mode
-    if mode == "slow":
-        chaos = f"slow {_fmt((view.chaos or {}).get('duration'))}s"
-    elif mode == "error":
-        chaos = f"error {_fmt(((view.chaos or {}).get('rate') or 0) * 100)}%"
-    chaos_text = Text(chaos, style="green" if mode == "none" else "bold red")
-
-    def figures(label: str, f: dict[str, Any] | None, pending: str) -> list[Any]:
-        if f is None:
-            return [label, Text(pending, style="yellow"), "", "", "", ""]
-        return [label, str(f["requests"]), _fmt(f["rps"]), _fmt(f["error_rate_percent"]), _fmt(f["p50_ms"]),
-                _fmt(f["p99_ms"])]  # fmt: skip
-
-    last = f"last {_fmt(view.interval['seconds'])}s" if view.interval else "last"
-    window = f"window {_fmt(view.window['seconds'])}s" if view.window else f"window {s.window_seconds:g}s"
-    pending = "baseline…" if s.baseline else "…"
-    trend_rps = f"req/s {sparkline(view.trend_rps[-20:])}"
-    trend_p99 = f"P99 {sparkline(view.trend_p99[-20:])}"
-    return [
-        [name, state, chaos_text, *figures(last, view.interval, pending), trend_rps],
-        ["", "", "", *figures(window, view.window, pending), trend_p99],
-    ]
+def refreshes(
+    collector: StatusCollector,
+    interval: float,
+    *,
+    record_baseline: bool = True,
+    count: int | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Refresh]:
+    """The status refresh loop: every `interval` seconds (start to start) collect a Snapshot, append it to the
+    manifest's history.jsonl as a `status` record, and yield it. Runs until `count` refreshes, until `stop` is
+    set, or forever (the caller leaves it: Ctrl-C, break). `record_baseline=False` leaves out the first refresh,
+    which has no rates yet. A record that cannot be written does not end the loop: `Refresh.record_error` says so.
+    """
+    done = 0
+    while True:
+        started = time.monotonic()
+        snap = collector.collect()
+        error = None
+        if record_baseline or not snap.baseline:
+            try:
+                history.append(collector.m.history_path, "status", **snap.record())
+            except SwiftDeployError as exc:
+                error = exc
+        yield Refresh(snap, error)
+        done += 1
+        if count is not None and done >= count:
+            return
+        pause = max(0.0, interval - (time.monotonic() - started))
+        if stop is not None:
+            if stop.wait(pause):
+                return
+        else:
+            sleep(pause)
 
 
-def _violation_text(v: dict[str, Any]) -> str:
-    unit = f" {v.get('unit')}" if v.get("unit") else ""
-    if v.get("threshold") is None:
-        return f"{v.get('rule')}: {v.get('message')}"
-    return f"{v.get('rule')}: {_fmt(v.get('observed'))} vs {_fmt(v.get('threshold'))}{unit} — {v.get('message')}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
-    return str(value)
-
-
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def snapshot(collector: StatusCollector, interval: float) -> Snapshot:
+    """One snapshot with real rates (`status --once`): a baseline refresh, then `interval` seconds later the one
+    that counts, recorded in history.jsonl (a record that cannot be written raises)."""
+    *_, last = refreshes(collector, interval, record_baseline=False, count=2)
+    if last.record_error is not None:
+        raise last.record_error
+    return last.snapshot

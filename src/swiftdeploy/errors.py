@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+EXIT_INTERRUPTED = 130  # Ctrl-C or an aborted prompt: the shell's 128 + SIGINT, not an error of ours
+
 
 class SwiftDeployError(Exception):
     """Base class. Exit code 1: the operation failed."""
@@ -63,7 +65,8 @@ class ManifestError(InvalidInput):
 
 
 class PolicyError(InvalidInput):
-    """Exit 2: a policy file does not compile or a policy input file is invalid."""
+    """Exit 2: a policy file does not compile, fails while evaluating (conflicting rule values, a builtin that
+    errors: the same on both engines), or a policy input file is invalid. The fix is in the Rego or the input."""
 
 
 class PolicyBlocked(SwiftDeployError):

@@ -223,8 +223,10 @@ def test_live_view_under_a_pty_exits_0_on_sigint(demo_api, manifest_file, local_
 def _render_text(snapshot: dashboard.Snapshot) -> str:
     from rich.console import Console
 
+    from swiftdeploy.cli.output import render_snapshot
+
     console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(dashboard.render(snapshot))
+    console.print(render_snapshot(snapshot))
     text = console.export_text()
     console.file.close()
     return text

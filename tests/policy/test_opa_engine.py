@@ -131,7 +131,7 @@ def test_opa_engine_used_when_configured(write_manifest) -> None:
     assert d.engine == "opa" and d.verdict == "deny"
     assert {str(r.url) for r in seen} == {
         "http://127.0.0.1:18181/health",
-        "http://127.0.0.1:18181/v1/data/swiftdeploy/canary/decision",
+        "http://127.0.0.1:18181/v1/data/swiftdeploy/canary/decision?strict-builtin-errors=true",
     }
 
 

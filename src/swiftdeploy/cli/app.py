@@ -1,9 +1,10 @@
-"""The root Typer app and the global options. Command modules attach themselves to `app`."""
+"""The root Typer app and its global options. `cli/__init__.py` registers every command on it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -15,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # Click's plain help: the text of docs/cli.md, no `<bool>` on flags, no Rich import
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -28,17 +30,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    manifest: Path = typer.Option(
-        Path("manifest.yaml"),
-        "--manifest",
-        "-m",
-        envvar="SWIFTDEPLOY_MANIFEST",
-        help="Path of manifest.yaml.",
-        show_default=True,
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", "-m", envvar="SWIFTDEPLOY_MANIFEST", help="Path of manifest.yaml.", show_default=True
+        ),
+    ] = Path("manifest.yaml"),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = {"manifest": manifest}
 

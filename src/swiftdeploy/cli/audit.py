@@ -1,39 +1,42 @@
-"""`swiftdeploy audit`: render audit_report.md from history.jsonl."""
+"""`swiftdeploy audit`: render audit_report.md from history.jsonl (library: `swiftdeploy.audit`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from .app import app
 
-
-@app.command()
 def audit(
     ctx: typer.Context,
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Report path (default: audit_report.md in the manifest's output folder)."
-    ),
-    since: str | None = typer.Option(
-        None, "--since", help="Only records from this time: RFC 3339, a date, or a span back from now (30m, 2h, 7d)."
-    ),
-    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a sentence."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Report path (default: audit_report.md in the manifest's output folder)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only records from this time: RFC 3339, a date, or a span back from now (30m, 2h, 7d)."
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of a sentence.")] = False,
 ) -> None:
     """Render audit_report.md (GitHub Markdown) from history.jsonl: summary, timeline, mode changes, chaos,
     policy violations and a Mermaid chart of P99 and error rate."""
     from .. import audit as audit_lib
     from .. import history
-    from .common import console, err_console, load, print_json
+    from . import output
+    from .common import load
 
     m = load(ctx)
     start = history.parse_since(since) if since else None
     target = out if out is not None else m.out_dir / "audit_report.md"
     if not m.history_path.exists():
-        err_console().print(f"[yellow]warning:[/] no history yet at {m.history_path}; the report will be empty")
+        output.warning(f"no history yet at {m.history_path}; the report will be empty")
     path, report = audit_lib.write(m.history_path, target, since=start)
     if json_output:
-        print_json(
+        output.print_json(
             {
                 "out": str(path),
                 "history": str(m.history_path),
@@ -47,4 +50,4 @@ def audit(
         )
         return
     skipped = f", {report.skipped} skipped lines" if report.skipped else ""
-    console().print(f"wrote {path} ({report.records} records{skipped})")
+    output.out().print(f"wrote {path} ({report.records} records{skipped})")

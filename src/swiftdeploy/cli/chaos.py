@@ -1,51 +1,49 @@
-"""`swiftdeploy chaos slow --duration S | error --rate R | recover [--track canary]`."""
+"""`swiftdeploy chaos slow --duration S | error --rate R | recover [--track canary]` (library: `ops/chaos.py`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from .app import app
+app = typer.Typer(help="Inject faults into a track through the admin listener (slow, error, recover).")
 
-chaos_app = typer.Typer(help="Inject faults into a track through the admin listener (slow, error, recover).")
-app.add_typer(chaos_app, name="chaos")
-
-TRACK_HELP = "Track to act on: canary (default) or stable (stable accepts only recover)."
+Track = Annotated[
+    str,
+    typer.Option("--track", help="Track to act on: canary (default) or stable (stable accepts only recover)."),
+]
+Duration = Annotated[float, typer.Option("--duration", help="Seconds each request sleeps (0 < S <= 30).")]
+Rate = Annotated[float, typer.Option("--rate", help="Fraction of requests answered 500 (0 < R <= 1).")]
 
 
 def _inject(ctx: typer.Context, track: str, mode: str, **values: float | None) -> None:
+    from ..format import format_number
     from ..ops import chaos
-    from .common import console, load
+    from .common import load
+    from .output import out
 
     result = chaos(load(ctx), track, mode, **values)
     state = result.state
-    extra = {"slow": f" ({state.get('duration')}s per request)", "error": f" (rate {state.get('rate')})"}
-    console().print(f"[green]✓[/green] {track}: chaos {state.get('mode', mode)}{extra.get(mode, '')}")
+    extra = {
+        "slow": f" ({format_number(state.get('duration'))}s per request)",
+        "error": f" (rate {format_number(state.get('rate'))})",
+    }
+    out().print(f"[green]✓[/green] {track}: chaos {state.get('mode', mode)}{extra.get(mode, '')}")
 
 
-@chaos_app.command("slow")
-def slow(
-    ctx: typer.Context,
-    duration: float = typer.Option(..., "--duration", help="Seconds each request sleeps (0 < S <= 30)."),
-    track: str = typer.Option("canary", "--track", help=TRACK_HELP),
-) -> None:
+@app.command("slow")
+def slow(ctx: typer.Context, duration: Duration, track: Track = "canary") -> None:
     """Make every request of the track sleep DURATION seconds."""
     _inject(ctx, track, "slow", duration=duration)
 
 
-@chaos_app.command("error")
-def error(
-    ctx: typer.Context,
-    rate: float = typer.Option(..., "--rate", help="Fraction of requests answered 500 (0 < R <= 1)."),
-    track: str = typer.Option("canary", "--track", help=TRACK_HELP),
-) -> None:
+@app.command("error")
+def error(ctx: typer.Context, rate: Rate, track: Track = "canary") -> None:
     """Answer a RATE fraction of the track's requests with HTTP 500."""
     _inject(ctx, track, "error", rate=rate)
 
 
-@chaos_app.command("recover")
-def recover(
-    ctx: typer.Context,
-    track: str = typer.Option("canary", "--track", help=TRACK_HELP),
-) -> None:
+@app.command("recover")
+def recover(ctx: typer.Context, track: Track = "canary") -> None:
     """Remove any injected fault."""
     _inject(ctx, track, "recover")

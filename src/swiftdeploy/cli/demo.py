@@ -1,20 +1,21 @@
-"""`swiftdeploy demo`: the whole story on the local runtime, narrated. Exit 0 only if every step behaved."""
+"""`swiftdeploy demo`: the whole story on the local runtime, narrated (library: `ops/demo.py`). Exit 0 only if
+every step behaved."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from .app import app
-
 
 class RichNarrator:
-    def __init__(self) -> None:
-        from .common import console
+    """The demo's `Narrator`: every step, progress line and outcome on the run's stdout console."""
 
-        self.out = console()
+    def __init__(self) -> None:
+        from .output import out
+
+        self.out = out()
 
     def step(self, number: int, title: str, explanation: str) -> None:
         self.out.print()
@@ -22,41 +23,45 @@ class RichNarrator:
         self.out.print(f"[dim]{explanation}[/dim]")
 
     def progress(self, message: str) -> None:
+        from rich.markup import escape
+
         style = "yellow" if message.startswith("warning: ") else "dim"
-        self.out.print(f"  [{style}]• {message}[/{style}]")
+        self.out.print(f"  [{style}]• {escape(message)}[/{style}]")
 
     def outcome(self, ok: bool, text: str) -> None:
+        from rich.markup import escape
+
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-        self.out.print(f"{mark} {text}")
+        self.out.print(f"{mark} {escape(text)}")
 
     def blocked(self, decision: Any) -> None:
-        from .deploy import print_violations
+        from .output import print_decision
 
         self.out.print("[yellow]The policy refused the promotion:[/yellow]")
-        print_violations(decision, self.out)
+        print_decision(decision, self.out)
 
     def traffic(self, summary: dict[str, Any]) -> None:
-        from .traffic import render_traffic
+        from .output import render_traffic
 
         render_traffic(summary)
 
 
-@app.command()
 def demo(
-    keep: Path | None = typer.Option(
-        None, "--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."
-    ),
-    window: float = typer.Option(5.0, "--window", min=1, max=60, help="Canary metrics window in seconds."),
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."),
+    ] = None,
+    window: Annotated[float, typer.Option("--window", min=1, max=60, help="Canary metrics window in seconds.")] = 5.0,
 ) -> None:
     """Deploy, traffic, canary, chaos, blocked promote, recover, promote, audit, teardown: unattended, local."""
     import tempfile
 
     from ..errors import InvalidInput, OperationFailed
     from ..ops.demo import run_demo
-    from .common import console
+    from .output import out as stdout
 
     narrator = RichNarrator()
-    out = console()
+    out = stdout()
     out.print(
         "[bold]swiftdeploy demo[/bold]: a stable API behind nginx, a canary, a fault, a policy that refuses to "
         "promote it, and the promotion once it is fixed. Local runtime (real nginx + uvicorn on 127.0.0.1)."

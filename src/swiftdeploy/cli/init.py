@@ -1,31 +1,34 @@
-"""`swiftdeploy init [--check] [--dry-run]`: write the generated files from the manifest."""
+"""`swiftdeploy init [--check] [--dry-run]`: write the generated files from the manifest (library: `generate.py`)."""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-
-from .app import app
 
 if TYPE_CHECKING:
     from ..generate import Change
     from ..manifest import Manifest
 
 
-@app.command()
 def init(
     ctx: typer.Context,
-    check: bool = typer.Option(
-        False, "--check", help="Write nothing; exit 1 with a unified diff when the files on disk differ (drift)."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff of what would change; write nothing."),
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Write nothing; exit 1 with a unified diff when the files on disk differ (drift)."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff of what would change; write nothing.")
+    ] = False,
 ) -> None:
     """Validate the manifest and write docker-compose.yml, nginx.conf and the policy bundle."""
     from .. import generate
     from ..errors import DriftDetected, InvalidInput
-    from .common import console, load
+    from .common import load
+    from .output import out as stdout
 
     if check and dry_run:
         raise InvalidInput("--check and --dry-run cannot be combined", hint="use one of them")
@@ -48,7 +51,7 @@ def init(
     generate.write(m, changes)
     from rich.markup import escape
 
-    out = console()
+    out = stdout()
     for change in changes:
         style = "green" if change.changed else "dim"
         out.print(f"[{style}]{change.status:>9}[/{style}] {change.relpath}", soft_wrap=True)

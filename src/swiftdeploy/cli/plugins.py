@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Annotated
 
 import typer
 
-from .app import app
 
-
-def load_once() -> None:
+def load_once(app: typer.Typer) -> None:
     """Load the plugins into `app` once per process and print one warning line per plugin that failed or was refused.
 
     Called from `cli.run`, the path both the console script and `python -m swiftdeploy` take, after the built-in
-    command modules registered themselves (so clashes are seen).
+    commands are registered (so clashes are seen).
     """
     from .. import plugins
 
@@ -21,25 +19,20 @@ def load_once() -> None:
         return
     statuses = plugins.load_plugins(app)
     plugins.remember(statuses)
-    for status in statuses:
-        if status.warning:
-            _warn(status.warning)
+    warnings = [status.warning for status in statuses if status.warning]
+    if warnings:
+        from .output import warning
+
+        for message in warnings:
+            warning(message)
 
 
-def _warn(message: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\x1b[33mwarning:\x1b[0m {message}\n")
-    else:
-        sys.stderr.write(f"warning: {message}\n")
-
-
-@app.command("plugins")
 def list_plugins(
-    json_: bool = typer.Option(False, "--json", help="Print JSON only (an object with a `plugins` list)."),
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON only (an object with a `plugins` list).")] = False,
 ) -> None:
     """List installed plugins (entry-point group `swiftdeploy.plugins`): loaded, failed, refused or disabled."""
     from .. import plugins
-    from .common import print_json
+    from .output import print_json
 
     chosen = plugins.selection()
     statuses = plugins.loaded()

@@ -1,4 +1,5 @@
-"""`swiftdeploy policy test | eval | check`: run the Rego unit tests, evaluate one decision, check this host.
+"""`swiftdeploy policy test | eval | check`: run the Rego unit tests, evaluate one decision, check this host
+(library: `swiftdeploy.policy`: `testing.py`, `evaluate`, `facts.py`).
 
 Policy commands work without a manifest too (default policies and thresholds, embedded engine) unless
 --manifest/SWIFTDEPLOY_MANIFEST names one explicitly.
@@ -7,32 +8,30 @@ Policy commands work without a manifest too (default policies and thresholds, em
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-
-from .app import app
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
     from ..policy import Decision
 
-policy_app = typer.Typer(
+app = typer.Typer(
     help="Rego policies: run their unit tests, evaluate a decision, check this host.",
     no_args_is_help=True,
 )
-app.add_typer(policy_app, name="policy")
-
-EXIT_BLOCKED = 3
 
 
-@policy_app.command("test")
+@app.command("test")
 def test_command(
     ctx: typer.Context,
-    folder: Path | None = typer.Option(
-        None, "--dir", help="Test this policies folder (default: policy.dir of the manifest, else the bundled ones)."
-    ),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON only."),
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Test this policies folder (default: policy.dir of the manifest, else the bundled ones)."
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Run every test_* rule with the embedded engine; one line per test. Exit 1 on any failure."""
     from ..errors import OperationFailed
@@ -45,7 +44,7 @@ def test_command(
         raise OperationFailed(f"no test_* rules in {policy_set.origin}", hint="add *_test.rego files with test_ rules")
     failed = [r for r in results if not r.passed]
     if json_output:
-        from .common import print_json
+        from .output import print_json
 
         print_json(
             {
@@ -58,9 +57,9 @@ def test_command(
     else:
         from rich.markup import escape
 
-        from .common import console
+        from .output import out as stdout
 
-        out = console()
+        out = stdout()
         for r in results:
             mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
             detail = f" [red]{escape(r.detail)}[/]" if r.detail else ""
@@ -69,15 +68,15 @@ def test_command(
         summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
         out.print(f"[{colour}]{summary}[/] [dim]({escape(policy_set.origin)})", soft_wrap=True)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(OperationFailed.exit_code)
 
 
-@policy_app.command("eval")
+@app.command("eval")
 def eval_command(
     ctx: typer.Context,
-    domain: str = typer.Argument(..., help="infrastructure or canary."),
-    input_file: Path = typer.Option(..., "--input", "-i", help="JSON file with the policy input ('-' for stdin)."),
-    json_output: bool = typer.Option(False, "--json", help="Print the decision as JSON only."),
+    domain: Annotated[str, typer.Argument(help="infrastructure or canary.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="JSON file with the policy input ('-' for stdin).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the decision as JSON only.")] = False,
 ) -> None:
     """Evaluate one decision. Exit 3 when the verdict is deny or inconclusive."""
     from ..policy import check_domain, evaluate
@@ -88,10 +87,12 @@ def eval_command(
     _show(decision, json_output)
 
 
-@policy_app.command("check")
+@app.command("check")
 def check_command(
     ctx: typer.Context,
-    json_output: bool = typer.Option(False, "--json", help="Print the decision (with the facts) as JSON only."),
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the decision (with the facts) as JSON only.")
+    ] = False,
 ) -> None:
     """Gather this host's facts now and evaluate the infrastructure domain. Exit 3 when denied."""
     from ..policy import evaluate
@@ -103,34 +104,26 @@ def check_command(
     if not json_output:
         from rich.markup import escape
 
-        from .common import console
+        from ..format import format_number
+        from .output import out
 
-        shown = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "unavailable")
-        console().print(f"[dim]facts: {escape(shown)}[/]", soft_wrap=True)
+        shown = ", ".join(f"{k}={format_number(v)}" for k, v in facts.items() if k != "unavailable")
+        out().print(f"[dim]facts: {escape(shown)}[/]", soft_wrap=True)
         if facts.get("unavailable"):
-            console().print(f"[yellow]unavailable facts: {', '.join(facts['unavailable'])}[/]", soft_wrap=True)
+            out().print(f"[yellow]unavailable facts: {escape(', '.join(facts['unavailable']))}[/]", soft_wrap=True)
     _show(decision, json_output)
 
 
 def _show(decision: Decision, json_output: bool) -> None:
-    if json_output:
-        from .common import print_json
+    from ..errors import PolicyBlocked
+    from .output import print_decision, print_json
 
+    if json_output:
         print_json(decision.to_dict())
     else:
-        from rich.markup import escape
-
-        from .common import console
-
-        out = console()
-        colour = {"allow": "green", "deny": "red"}.get(decision.verdict, "yellow")
-        engine = f"[dim]({decision.engine} engine)[/]"
-        out.print(f"{decision.domain}: [bold {colour}]{decision.verdict}[/] {engine}", soft_wrap=True)
-        for v in decision.violations:
-            out.print(f"  [{colour}]✗[/] {escape(v.summary())}", soft_wrap=True)
-            out.print(f"    [dim]{escape(v.message)}[/]", soft_wrap=True)
+        print_decision(decision)
     if not decision.allow:
-        raise typer.Exit(EXIT_BLOCKED)
+        raise typer.Exit(PolicyBlocked.exit_code)
 
 
 def _manifest_or_none(ctx: typer.Context) -> Manifest | None:

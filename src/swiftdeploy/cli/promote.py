@@ -1,48 +1,45 @@
-"""`swiftdeploy promote canary` / `swiftdeploy promote stable [--window S]`."""
+"""`swiftdeploy promote canary` / `swiftdeploy promote stable [--window S]` (library: `ops/promote.py`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from .app import app
-
-promote_app = typer.Typer(help="Start a canary beside stable, or make the canary the new stable (gated).")
-app.add_typer(promote_app, name="promote")
+app = typer.Typer(help="Start a canary beside stable, or make the canary the new stable (gated).")
 
 
-@promote_app.command("canary")
+@app.command("canary")
 def canary(
     ctx: typer.Context,
-    timeout: float = typer.Option(60.0, "--timeout", min=1, max=3600, help="Seconds to wait for the canary."),
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, max=3600, help="Seconds to wait for the canary.")
+    ] = 60.0,
 ) -> None:
     """Infrastructure gate; mode canary in the manifest; start the canary; split traffic by canary.weight."""
     from ..ops import promote_canary
     from .common import manifest_path
-    from .deploy import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    result = run_operation(
-        lambda progress: promote_canary(path, progress=progress, timeout=timeout), title="promoting the canary"
-    )
-    render_result(result)
+    operate(promote_canary, manifest_path(ctx), title="promoting the canary", timeout=timeout)
 
 
-@promote_app.command("stable")
+@app.command("stable")
 def stable(
     ctx: typer.Context,
-    window: float | None = typer.Option(
-        None, "--window", min=0.1, max=3600, help="Seconds of canary metrics to judge (default policy.window_seconds)."
-    ),
-    timeout: float = typer.Option(60.0, "--timeout", min=1, max=3600, help="Seconds to wait for the new stable."),
+    window: Annotated[
+        float | None,
+        typer.Option(
+            "--window", min=0.1, max=3600, help="Seconds of canary metrics to judge (default policy.window_seconds)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, max=3600, help="Seconds to wait for the new stable.")
+    ] = 60.0,
 ) -> None:
     """Canary gate over the window; on allow the canary becomes stable; on deny nothing changes (exit 3)."""
     from ..ops import promote_stable
     from .common import manifest_path
-    from .deploy import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    result = run_operation(
-        lambda progress: promote_stable(path, window=window, progress=progress, timeout=timeout),
-        title="promoting the canary to stable",
-    )
-    render_result(result)
+    operate(promote_stable, manifest_path(ctx), title="promoting the canary to stable", window=window, timeout=timeout)

@@ -1,18 +1,14 @@
-"""`swiftdeploy rollback`: remove the canary, all traffic to stable. Never gated."""
+"""`swiftdeploy rollback`: remove the canary, all traffic to stable. Never gated (library: `ops/rollback.py`)."""
 
 from __future__ import annotations
 
 import typer
 
-from .app import app
 
-
-@app.command()
 def rollback(ctx: typer.Context) -> None:
     """Remove the canary, send all traffic to stable, set mode stable. Never gated."""
     from ..ops import rollback as run_rollback
     from .common import manifest_path
-    from .deploy import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    render_result(run_operation(lambda progress: run_rollback(path, progress=progress), title="rolling back"))
+    operate(run_rollback, manifest_path(ctx), title="rolling back")

@@ -1,15 +1,12 @@
-"""`swiftdeploy schema`: the manifest's JSON Schema, for editors (yaml-language-server)."""
+"""`swiftdeploy schema`: the manifest's JSON Schema, for editors (library: `manifest/model.py`)."""
 
 from __future__ import annotations
 
-from .app import app
 
-
-@app.command()
 def schema() -> None:
     """Print the manifest's JSON Schema."""
     from ..manifest import Manifest
-    from .common import print_json
+    from .output import print_json
 
     document = Manifest.model_json_schema()
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -1,22 +1,25 @@
-"""`swiftdeploy status`: the live dashboard (Rich Live), or one snapshot with --once / --json / a non-TTY stdout."""
+"""`swiftdeploy status`: the live dashboard (Rich Live), or one snapshot with --once / --json / a non-TTY stdout.
+Library: `dashboard.py` (the collector and the refresh loop); the rendering is `output.render_snapshot`."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .app import app
+if TYPE_CHECKING:
+    from ..dashboard import StatusCollector
 
 
-@app.command()
 def status(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (also when stdout is not a TTY)."),
-    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
-    json_output: bool = typer.Option(False, "--json", help="Print one snapshot as JSON (implies --once)."),
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one snapshot and exit (also when stdout is not a TTY).")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 2.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON (implies --once).")] = False,
 ) -> None:
     """Live dashboard of both tracks and both policy verdicts; every refresh goes to history.jsonl.
 
@@ -29,53 +32,42 @@ def status(
     from .. import dashboard
     from .common import load
 
-    m = load(ctx)
-    collector = dashboard.StatusCollector(m)
+    collector = dashboard.StatusCollector(load(ctx))
     if once or json_output or not sys.stdout.isatty():
-        raise typer.Exit(_once(m, collector, interval, json_output))
-    _live(m, collector, interval)
+        raise typer.Exit(_once(collector, interval, json_output))
+    _live(collector, interval)
 
 
-def _once(m, collector, interval: float, json_output: bool) -> int:
-    from .. import dashboard, history
-    from .common import console, print_json
+def _once(collector: StatusCollector, interval: float, json_output: bool) -> int:
+    from .. import dashboard
+    from .output import out, print_json, render_snapshot
 
-    collector.collect()  # the baseline: counters are cumulative, rates need a second scrape
-    time.sleep(interval)
-    snapshot = collector.collect()
-    history.append(m.history_path, "status", **snapshot.record())
+    snapshot = dashboard.snapshot(collector, interval)
     if json_output:
         print_json(snapshot.to_dict())
     else:
-        out = console()
+        console = out()
         if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
-            out.width = 120  # piped or logged: Rich's 80-column default would squeeze the table
-        out.print(dashboard.render(snapshot))
+            console.width = 120  # piped or logged: Rich's 80-column default would squeeze the table
+        console.print(render_snapshot(snapshot))
     return snapshot.exit_code()
 
 
-def _live(m, collector, interval: float) -> None:
+def _live(collector: StatusCollector, interval: float) -> None:
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
-    from .. import dashboard, history
-    from ..errors import SwiftDeployError
-    from .common import console
+    from .. import dashboard
+    from .output import out, render_snapshot
 
-    out = console()
+    footer = Text(f"refresh every {interval:g}s · Ctrl-C to quit", style="dim")
     try:
-        with Live(Text("collecting baseline…"), console=out, auto_refresh=False, transient=False) as live:
-            while True:
-                started = time.monotonic()
-                snapshot = collector.collect()
-                view = dashboard.render(snapshot)
-                try:
-                    history.append(m.history_path, "status", **snapshot.record())
-                except SwiftDeployError as exc:  # keep watching; say loudly that nothing is being recorded
-                    view = Group(view, Text(f"history not recorded: {exc}", style="bold red"))
-                footer = Text(f"refresh every {interval:g}s · Ctrl-C to quit", style="dim")
+        with Live(Text("collecting baseline…"), console=out(), auto_refresh=False, transient=False) as live:
+            for refresh in dashboard.refreshes(collector, interval):
+                view = render_snapshot(refresh.snapshot)
+                if refresh.record_error is not None:  # keep watching; say loudly that nothing is being recorded
+                    view = Group(view, Text(f"history not recorded: {refresh.record_error}", style="bold red"))
                 live.update(Group(view, footer), refresh=True)
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return  # Ctrl-C is how a person leaves the dashboard: a clean exit 0

@@ -1,21 +1,21 @@
-"""`swiftdeploy teardown [--clean]`."""
+"""`swiftdeploy teardown [--clean]` (library: `ops.teardown`, in `ops/rollback.py`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from .app import app
 
-
-@app.command()
 def teardown(
     ctx: typer.Context,
-    clean: bool = typer.Option(False, "--clean", help="Also delete the generated files and the state folder."),
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Also delete the generated files and the state folder.")
+    ] = False,
 ) -> None:
     """Stop and remove everything the deploy started (history.jsonl is kept)."""
     from ..ops import teardown as run_teardown
     from .common import manifest_path
-    from .deploy import render_result, run_operation
+    from .output import operate
 
-    path = manifest_path(ctx)
-    render_result(run_operation(lambda progress: run_teardown(path, clean=clean, progress=progress), title="teardown"))
+    operate(run_teardown, manifest_path(ctx), title="teardown", clean=clean)

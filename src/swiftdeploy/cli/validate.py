@@ -1,27 +1,28 @@
-"""`swiftdeploy validate [--json]`: pre-flight checks as a table (people) or a JSON list (machines)."""
+"""`swiftdeploy validate [--json]`: pre-flight checks as a table (people) or a JSON list (machines) (library:
+`checks.py`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from .app import app
 
-
-@app.command()
 def validate(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {check, ok, detail, fix}."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {check, ok, detail, fix}.")] = False,
 ) -> None:
     """Pre-flight checks: manifest, images or app command, ports, nginx -t, files, policies. Exit 1 on a failure."""
     from ..checks import run_checks
     from ..errors import ManifestError, OperationFailed
-    from .common import console, manifest_path, print_json
+    from .common import manifest_path
+    from .output import out, print_json
 
     report = run_checks(manifest_path(ctx))
     if as_json:
         print_json([row.to_dict() for row in report.rows])
     else:
-        _table(console(), report.rows)
+        _table(out(), report.rows)
     if report.manifest_error is not None:
         err = report.manifest_error
         raise ManifestError(err.message, problems=err.problems, hint=err.hint)

@@ -75,18 +75,13 @@ class _StepFailed(Exception):
     pass
 
 
-def _evaluate_in_this_thread(m: Any, domain: str, data: dict[str, Any]) -> Any:
-    """A regorus engine panics when used from a thread other than the one that built it, and the policy module
-    caches one engine per process (built by the main thread here). The sampler thread builds its own."""
-    from ..policy.bundle import load_policy_set
-    from ..policy.embedded import EmbeddedEngine
-
-    return EmbeddedEngine(load_policy_set(m)).evaluate(domain, data)
-
-
 class _StatusSampler:
     """While traffic flows, record a `status` snapshot every second (what `swiftdeploy status` records), so the
-    audit report has metrics over time to chart. Best effort: a failed refresh is skipped."""
+    audit report has metrics over time to chart. Best effort: a record that cannot be written is skipped, and
+    anything unexpected ends the sampling, never the story.
+
+    Its thread evaluates through `policy.evaluate` like every caller: the embedded engine cache is per thread
+    (a regorus engine may only be used by the thread that built it), so this thread compiles its own once."""
 
     def __init__(self, m: Any, interval: float = 1.0) -> None:
         self.m = m
@@ -95,13 +90,12 @@ class _StatusSampler:
         self._thread = threading.Thread(target=self._run, name="demo-status", daemon=True)
 
     def _run(self) -> None:
-        from .. import dashboard, history
+        from .. import dashboard
 
         try:
-            collector = dashboard.StatusCollector(self.m, evaluate=_evaluate_in_this_thread)
-            collector.collect()  # the baseline: rates need two scrapes
-            while not self._stop.wait(self.interval):
-                history.append(self.m.history_path, "status", **collector.collect().record())
+            collector = dashboard.StatusCollector(self.m)
+            for _ in dashboard.refreshes(collector, self.interval, record_baseline=False, stop=self._stop):
+                pass
         except Exception:  # noqa: BLE001, S110 - sampling only feeds the chart; the story goes on without it
             return
 

@@ -2,6 +2,11 @@
 
 Fail closed: every way OPA can fail to answer raises PolicyEngineUnavailable (exit 4) with its own message;
 nothing here returns allow unless OPA returned a well-formed allow decision.
+
+A fault in the Rego itself (conflicting rule values, a builtin that fails on the input) is not the engine being
+unavailable: it is a PolicyError (exit 2), exactly as the embedded engine reports it, so the same policy fails the
+same way on both engines. Queries run with `strict-builtin-errors`, so a failing builtin is reported the way
+regorus reports it instead of silently making the decision undefined.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import json
 import time
 from typing import Any
 
-from ..errors import PolicyEngineUnavailable
+from ..errors import PolicyEngineUnavailable, PolicyError
 from .decision import Decision, InvalidDecision, parse_decision
 from .embedded import to_json
 
 SNIPPET = 200
+FAULTS_SHOWN = 5
 
 
 def opa_url(port: int) -> str:
@@ -67,9 +73,20 @@ class OpaEngine:
         rule = f"data.swiftdeploy.{domain}.decision"
         body = to_json({"input": input}, "the policy input")
         response = self._send(
-            "POST", path, what=f"POST {path}", content=body, headers={"Content-Type": "application/json"}
+            "POST",
+            path,
+            what=f"POST {path}",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            params={"strict-builtin-errors": "true"},
         )
         if response.status_code != 200:
+            fault = rego_fault(response)
+            if fault is not None:
+                raise PolicyError(
+                    f"evaluating {rule} with the policies OPA at {self.url} serves failed:\n{fault}",
+                    hint="fix the policy",
+                )
             raise PolicyEngineUnavailable(
                 f"OPA answered HTTP {response.status_code} to POST {path}: {_snippet(response.text)}",
                 hint="check the opa service's logs; a policy runtime error or a bad input makes OPA answer 4xx/5xx",
@@ -114,6 +131,29 @@ class OpaEngine:
                 f"request to OPA at {self.url} for {what} failed: {type(exc).__name__}: {exc}",
                 hint="check that OPA is running and reachable on 127.0.0.1",
             ) from exc
+
+
+def rego_fault(response: Any) -> str | None:
+    """The Rego evaluation errors (`eval_*` codes: conflicts, builtin and type errors) of an OPA error answer, one
+    `file:row:col: code: message` line each; None when the answer is not about the policy's own evaluation."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return None
+    lines = []
+    for error in errors:
+        if not isinstance(error, dict) or not str(error.get("code", "")).startswith("eval_"):
+            continue
+        where = error.get("location") if isinstance(error.get("location"), dict) else {}
+        place = ":".join(str(where[k]) for k in ("file", "row", "col") if where.get(k) not in (None, ""))
+        lines.append(f"{place + ': ' if place else ''}{error['code']}: {_snippet(str(error.get('message', '')))}")
+    if not lines:
+        return None
+    more = len(lines) - FAULTS_SHOWN
+    return "\n".join(lines[:FAULTS_SHOWN] + ([f"... and {more} more"] if more > 0 else []))
 
 
 def _snippet(text: str) -> str:

@@ -1,0 +1,299 @@
+"""Everything the CLI shows people, in one place: one stdout and one stderr Rich console per command run, the
+`error:`/`warning:` lines, machine JSON, and the renderers (decisions, operation results, traffic, the status
+dashboard). Numbers go through `swiftdeploy.format.format_number`, violations through `Violation.summary()`.
+
+Rich loads on first use, never at import: `swiftdeploy --help` must stay as light as a bare Typer app.
+Colour follows Rich's rules: only on a terminal, never with NO_COLOR set (https://no-color.org), always with
+FORCE_COLOR.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..format import format_number
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from ..dashboard import Snapshot, TrackView
+    from ..ops.base import OpResult
+    from ..policy import Decision, Violation
+
+_consoles: dict[str, Console] = {}
+
+
+def reset() -> None:
+    """A new command run: the next `out()`/`err()` builds its console again (terminal, width, NO_COLOR read now)."""
+    _consoles.clear()
+
+
+def out() -> Console:
+    """The run's stdout console (what the command answers)."""
+    return _console("stdout")
+
+
+def err() -> Console:
+    """The run's stderr console (progress, warnings, errors): stdout stays clean for --json."""
+    return _console("stderr")
+
+
+def _console(stream: str) -> Console:
+    console = _consoles.get(stream)
+    if console is None:
+        from rich.console import Console
+
+        console = _consoles[stream] = Console(stderr=stream == "stderr", highlight=False)
+    return console
+
+
+def print_json(data: Any) -> None:
+    """Machine output: JSON only on stdout, never styled."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str) -> None:
+    """The one `error: ...` line on stderr (red on a terminal unless NO_COLOR)."""
+    _label_line("error:", "red", message)
+
+
+def warning(message: str) -> None:
+    """A `warning: ...` line on stderr (yellow on a terminal unless NO_COLOR)."""
+    _label_line("warning:", "yellow", message)
+
+
+def _label_line(label: str, style: str, message: str) -> None:
+    from rich.text import Text
+
+    err().print(Text.assemble((label, style), " ", message), soft_wrap=True)  # Text: no markup, no wrapping
+
+
+# --- decisions and violations ---
+
+_VERDICT_COLOUR = {"allow": "green", "deny": "red"}
+
+
+def reason(v: Violation) -> str | None:
+    """The violation's message when `summary()` does not already carry it."""
+    return None if v.message in v.summary() else v.message
+
+
+def print_decision(decision: Decision, console: Console | None = None) -> None:
+    """`<domain>: <verdict> (<engine> engine)`, then per violation `✗ rule: observed vs threshold unit` and its
+    message. The one rendering of a decision: `policy eval/check` (stdout), a blocked gate (stderr), the demo."""
+    from rich.markup import escape
+
+    target = console if console is not None else out()
+    colour = _VERDICT_COLOUR.get(decision.verdict, "yellow")
+    engine = f"[dim]({decision.engine} engine)[/]"
+    target.print(f"{decision.domain}: [bold {colour}]{decision.verdict}[/] {engine}", soft_wrap=True)
+    for v in decision.violations:
+        target.print(f"  [{colour}]✗[/] {escape(v.summary())}", soft_wrap=True)
+        why = reason(v)
+        if why:
+            target.print(f"    [dim]{escape(why)}[/]", soft_wrap=True)
+
+
+def blocked_message(decision: Decision) -> str:
+    """The `error:` line of a gate whose decision was just printed: the verdict, not every violation again."""
+    n = len(decision.violations)
+    shown = f"{n} violation{'s' if n != 1 else ''} shown above"
+    return f"{decision.domain} policy answered {decision.verdict} ({decision.engine} engine): {shown}"
+
+
+# --- lifecycle operations (deploy, promote, rollback, teardown) ---
+
+
+def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_out: bool = False, **options) -> None:
+    """Run a lifecycle operation (`ops.deploy`, `promote_*`, `rollback`, `teardown`) on the manifest at `path` with
+    a spinner on stderr (stdout stays clean for --json), every step and warning printed; then print its result
+    (`json_out`: as JSON). A blocked gate prints its decision once and re-raises with a short message (cli.run
+    maps it to exit 3); with `json_out` any failure is also a JSON answer on stdout."""
+    from rich.markup import escape
+
+    from ..errors import PolicyBlocked, SwiftDeployError
+
+    console = err()
+    with console.status(title, spinner="dots") as status:
+
+        def progress(message: str) -> None:
+            if message.startswith("warning: "):
+                console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+            else:
+                console.print(f"  [dim]•[/dim] {escape(message)}", soft_wrap=True)
+                status.update(f"{title}: {escape(message)}")
+
+        try:
+            result = operation(path, progress=progress, **options)
+        except PolicyBlocked as exc:
+            if json_out:
+                decision = exc.decision.to_dict() if exc.decision is not None else None
+                print_json({"ok": False, "blocked": True, "error": str(exc), "decision": decision})
+            if exc.decision is None:
+                raise
+            print_decision(exc.decision, console)
+            raise PolicyBlocked(blocked_message(exc.decision), decision=exc.decision, hint=exc.hint) from exc
+        except SwiftDeployError as exc:
+            if json_out:
+                print_json({"ok": False, "blocked": False, "error": str(exc)})
+            raise
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        render_result(result)
+
+
+def render_result(result: OpResult) -> None:
+    """The human summary of an OpResult on stdout."""
+    console = out()
+    console.print(f"[green]✓[/green] {result.message} [dim]({result.seconds:.1f}s)[/dim]")
+    for line in result.details:
+        console.print(f"  {line}")
+    for name, state in result.services.items():
+        mark = "[green]healthy[/green]" if state.get("healthy") else "[red]unhealthy[/red]"
+        where = f" 127.0.0.1:{state['port']}" if state.get("port") else ""
+        pid = f" pid {state['pid']}" if state.get("pid") else ""
+        console.print(f"  {name}: {mark}{where}{pid}")
+
+
+def render_traffic(summary: dict[str, Any]) -> None:
+    """`swiftdeploy traffic`'s summary (also narrated by the demo)."""
+    console = out()
+    statuses = ", ".join(f"{k}: {v}" for k, v in summary["by_status"].items()) or "none"
+    modes = ", ".join(f"{k}: {v}" for k, v in summary["by_mode"].items()) or "none"
+    console.print(f"sent {summary['sent']} requests to {summary['url']} in {summary['seconds']:.1f}s")
+    console.print(f"  by status: {statuses}")
+    console.print(f"  by X-Mode: {modes}")
+    if summary["errors"]:
+        console.print("  [red]no answer:[/red] " + ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()))
+    if summary["p50_ms"] is not None:
+        p50, p99 = format_number(summary["p50_ms"], "ms"), format_number(summary["p99_ms"], "ms")
+        console.print(f"  latency: p50 {p50}, p99 {p99}")
+
+
+# --- the status dashboard ---
+
+SPARK = "▁▂▃▄▅▆▇█"
+_VERDICT_STYLE = {"allow": "bold green", "deny": "bold red", "inconclusive": "bold yellow"}
+
+
+def sparkline(values: list[float]) -> str:
+    """▁▂▃▅▇ scaled to the largest value (all blocks at the bottom when every value is 0)."""
+    if not values:
+        return ""
+    top = max(values)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else format_number(value)
+
+
+def render_snapshot(snapshot: Snapshot) -> RenderableType:
+    """The dashboard of one `dashboard.Snapshot`: per track one line over the last interval and one over the
+    policy window, with trends; then both policy verdicts with every violation."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..dashboard import BASELINE, NOT_APPLICABLE
+    from ..policy.decision import Violation
+
+    s = snapshot
+    head = Text.assemble(
+        ("swiftdeploy status ", "bold"),
+        (s.project, "cyan"),
+        f" · mode {s.mode} · engine {', '.join(s.engines) or '–'} · {s.ts}",
+    )
+    if s.baseline:
+        head.append(" · collecting baseline…", style="yellow")
+
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for column in ("Track", "State", "Chaos", "Over", "Req", "req/s", "Err %", "P50 ms", "P99 ms", "Trend"):
+        numeric = column in ("Req", "req/s", "Err %", "P50 ms", "P99 ms")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("Trend", "State"))
+    notes: list[Text] = []
+    for view in s.tracks.values():
+        for row in _track_rows(view, s, notes):
+            table.add_row(*row)
+
+    policy = Table.grid(padding=(0, 1))
+    policy.add_column()
+    policy.add_column()
+    for d in s.decisions.values():
+        style = _VERDICT_STYLE.get(d.verdict, "yellow" if d.verdict in (BASELINE, NOT_APPLICABLE) else "bold red")
+        label = Text(d.verdict.upper() if d.verdict in _VERDICT_STYLE else d.verdict, style=style)
+        where = f" ({d.engine})" if d.engine else ""
+        policy.add_row(Text(f"{d.domain}{where}", style="bold"), label)
+        if d.message:
+            policy.add_row("", Text(d.message, style="dim"))
+        for raw in d.violations:
+            v = Violation(
+                rule=str(raw.get("rule")),
+                message=str(raw.get("message") or ""),
+                observed=raw.get("observed"),
+                threshold=raw.get("threshold"),
+                unit=raw.get("unit") or "",
+                field=raw.get("field"),
+            )
+            why = reason(v)
+            policy.add_row("", Text(f"• {v.summary()}" + (f" — {why}" if why else ""), style="red"))
+    return Group(head, table, *notes, Text("Policy", style="bold underline"), policy)
+
+
+def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any]]:
+    """Two table rows per running track (last interval, policy window); one for a down/absent track."""
+    from rich.text import Text
+
+    name = f"{view.track} {view.version or ''}".strip()
+    if view.state != "up":
+        style = "dim" if view.state == "absent" else "bold red"
+        why = "not running" if view.state == "absent" else (view.error or "no answer")
+        notes.append(Text(f"{view.track}: {why}", style=style))
+        return [[name, Text(view.state.upper(), style=style), "", "", "", "", "", "", "", ""]]
+    healthy = view.health == "ok"
+    state = Text(f"up {_uptime(view.uptime_seconds)}" if healthy else f"up, {view.health}", style="green")
+    if not healthy:
+        state.stylize("yellow")
+    if view.mode and view.mode != view.track:
+        state.append(f" ({view.mode})", style="yellow")  # a track answering as the other mode is worth seeing
+    chaos = view.chaos or {}
+    mode = chaos.get("mode", "?")
+    shown = mode
+    if mode == "slow":
+        shown = f"slow {_cell(chaos.get('duration'))}s"
+    elif mode == "error":
+        shown = f"error {format_number((chaos.get('rate') or 0) * 100, '%')}"
+    chaos_text = Text(shown, style="green" if mode == "none" else "bold red")
+
+    def figures(label: str, f: dict[str, Any] | None, pending: str) -> list[Any]:
+        if f is None:
+            return [label, Text(pending, style="yellow"), "", "", "", ""]
+        return [label, str(f["requests"]), _cell(f["rps"]), _cell(f["error_rate_percent"]), _cell(f["p50_ms"]),
+                _cell(f["p99_ms"])]  # fmt: skip
+
+    last = f"last {_cell(view.interval['seconds'])}s" if view.interval else "last"
+    window = f"window {_cell(view.window['seconds'])}s" if view.window else f"window {_cell(s.window_seconds)}s"
+    pending = "baseline…" if s.baseline else "…"
+    trend_rps = f"req/s {sparkline(view.trend_rps[-20:])}"
+    trend_p99 = f"P99 {sparkline(view.trend_p99[-20:])}"
+    return [
+        [name, state, chaos_text, *figures(last, view.interval, pending), trend_rps],
+        ["", "", "", *figures(window, view.window, pending), trend_p99],
+    ]
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
