@@ -70,12 +70,14 @@ def test_snapshot_has_real_rates_and_records_only_the_second_refresh(demo_api, m
     assert record["tracks"]["stable"]["interval"] == snap.tracks["stable"].interval
 
 
-def test_demo_sampler_thread_decides_with_the_embedded_engine(demo_api, manifest_file, nginx, healthy_host) -> None:
+def test_demo_sampler_thread_decides_with_the_embedded_engine(
+    demo_api, manifest_file, local_nginx, healthy_host
+) -> None:
     from swiftdeploy.ops.demo import _StatusSampler
 
     m = load_manifest(manifest_file("stable"))
     stable = demo_api("stable")
-    nginx(m, stable.port)
+    local_nginx(m, stable.port)
     # The main thread has an embedded engine cached already (what the demo's gates leave behind); a regorus engine
     # used from another thread panics, so the sampler must get one of its own.
     assert evaluate(m, "infrastructure", healthy_host).verdict == "allow"

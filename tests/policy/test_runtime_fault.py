@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import free_port
 
 from swiftdeploy.cli import run
 from swiftdeploy.errors import PolicyEngineUnavailable, PolicyError
@@ -56,7 +57,7 @@ def faulty(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def opa_server(free_port) -> Iterator:
+def opa_server() -> Iterator:
     """serve(folder) -> base URL of a real OPA server on 127.0.0.1 serving that folder; stopped afterwards."""
     binary = _opa_binary()
     if binary is None:
