@@ -12,9 +12,14 @@ package swiftdeploy.canary
 
 import rego.v1
 
-thresholds := object.get(data, ["swiftdeploy", "thresholds"], {})
+# The data document, not `data` itself: a reference to all of `data` depends on every rule (OPA refuses the
+# cycle, regorus does not notice it).
+default thresholds := {}
+
+thresholds := data.swiftdeploy.thresholds
 
 inp := input if is_object(input)
+
 else := {}
 
 track_numbers := ["requests", "errors", "error_rate_percent"]
@@ -187,6 +192,7 @@ deny contains violation("p99_vs_stable", msg, ratio, th.max_p99_ratio, "x") if {
 	enough("canary")
 	enough("stable")
 	metrics.stable.p99_ms > 0
+
 	# Below the floor both tracks are fast; a ratio of tiny latencies is noise, not a regression.
 	metrics.canary.p99_ms >= th.min_p99_ms_for_ratio
 	raw := metrics.canary.p99_ms / metrics.stable.p99_ms
@@ -210,11 +216,13 @@ inconclusive contains violation("min_requests", msg, observed, th.min_requests, 
 # --- the answer ---
 
 verdict := "deny" if count(deny) > 0
+
 else := "inconclusive" if count(inconclusive) > 0
+
 else := "allow"
 
 decision := {
 	"allow": verdict == "allow",
 	"verdict": verdict,
-	"violations": [v | some v in deny | inconclusive],
+	"violations": [v | some v in (deny | inconclusive)],
 }
