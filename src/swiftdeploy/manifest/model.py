@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ..policy.opa_version import OPA_IMAGE
 from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
 
-# Pinned so a generated stack never drifts to a new OPA release by itself.
-DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.4.2"
+# Pinned (policy/opa_version.py, the one place) so a generated stack never drifts to a new OPA release by itself.
+DEFAULT_OPA_IMAGE = OPA_IMAGE
 # Compose services swiftdeploy generates beside the app (render/compose.py).
 RESERVED_SERVICE_NAMES = ("nginx", "opa")
 
