@@ -66,6 +66,11 @@ class OpaConfig(Strict):
     image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned 1.x).")
     port: Port = Field(8181, description="OPA port, published on 127.0.0.1 only.")
     timeout: Duration = Field(2.0, description="Timeout of one OPA request.")
+    binary: SafeText | None = Field(
+        None,
+        description="Local runtime: the OPA binary to run (relative to the manifest); default `opa` on PATH, else "
+        "the project's .tools/bin/opa (`make opa`).",
+    )
 
 
 class Thresholds(Strict):
