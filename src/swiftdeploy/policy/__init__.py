@@ -3,7 +3,8 @@
 `evaluate(m, domain, input)` picks the engine from `m.policy.engine`:
 - `embedded`: regorus in-process, on the same policies and data as the OPA bundle;
 - `opa`: the OPA server on 127.0.0.1:<opa.port> only (unreachable -> PolicyEngineUnavailable, exit 4);
-- `auto`: OPA when the runtime deploys one (docker) and it answers /health within opa.timeout, else embedded.
+- `auto`: OPA when the stack runs one (docker; local with an OPA binary) and it answers /health within opa.timeout,
+  else embedded.
 Fail closed everywhere: an engine that cannot answer raises, it never yields allow.
 
 Light on import: regorus and httpx load only when an engine is built.
@@ -54,11 +55,13 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
     from .embedded import EmbeddedEngine
 
     choice = m.policy.engine if m is not None else "embedded"
-    if choice in ("opa", "auto") and m is not None and (choice == "opa" or m.runtime == "docker"):
+    if m is not None and (choice == "opa" or (choice == "auto" and stack_runs_opa(m))):
         from ..errors import PolicyEngineUnavailable
+        from .bundle import expected_revision
         from .opa import OpaEngine, opa_url
 
-        opa = OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout, transport=transport)
+        revision = expected_revision(m)  # a decision from any other bundle is refused
+        opa = OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout, transport=transport, expect_revision=revision)
         try:
             opa.health()
             return opa
@@ -67,6 +70,16 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
             if choice == "opa":
                 raise
     return EmbeddedEngine.cached(load_policy_set(m))
+
+
+def stack_runs_opa(m: Manifest) -> bool:
+    """Whether the stack deploys an OPA service for `auto` to ask: docker always; the local runtime when it finds
+    an OPA binary to run (policy/server.py)."""
+    if m.runtime == "docker":
+        return True
+    from .server import find_binary
+
+    return find_binary(m) is not None
 
 
 def evaluate(m: Manifest | None, domain: str, input: Any, *, transport: Any = None) -> Decision:
