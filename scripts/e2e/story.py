@@ -160,6 +160,13 @@ class Background:
         return bad
 
 
+def host_addresses() -> list[str]:
+    """This host's IPv4 addresses other than loopback (what a container could try to reach the host by)."""
+    done = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=10, check=False)
+    found = [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    return sorted({a for a in found if not a.startswith("127.")})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -318,18 +325,31 @@ class Story:
             return exc.code, exc.read().decode()
 
     def probe_from(self, service: str, control: tuple[str, int]) -> str:
-        """From inside `service`'s container: try every address OPA could answer on (its own loopback, the
-        bridge gateway = the host, the names `opa` and `host.docker.internal`). Every one must fail; the control
-        address (a neighbour on the compose network) must connect, so the probe itself works."""
+        """From inside `service`'s container: try every address OPA could answer on - the container's own
+        loopback, the bridge gateway (the host), every IPv4 address of the host, the names `opa` and
+        `host.docker.internal` (each resolved within 3 s). Every one must fail; the control address (a neighbour on
+        the compose network) must connect, so the probe itself works."""
         script = dedent(f"""
-            import socket, sys
+            import socket, sys, threading
             def gateway():
                 for line in open("/proc/net/route").read().splitlines()[1:]:
                     fields = line.split()
                     if fields[1] == "00000000":
                         return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+            def resolve(name):
+                found = []
+                worker = threading.Thread(target=lambda: found.append(socket.gethostbyname(name)), daemon=True)
+                worker.start()
+                worker.join(3)
+                return found[0] if found else None
             seen = []
-            for host in ("127.0.0.1", gateway(), "opa", "host.docker.internal"):
+            hosts = ["127.0.0.1", gateway(), *{host_addresses()!r}]
+            for name in ("opa", "host.docker.internal"):
+                hosts.append(resolve(name) or f"{{name}} (no such name)")
+            for host in hosts:
+                if host.endswith("(no such name)"):
+                    seen.append(host)
+                    continue
                 try:
                     with socket.create_connection((host, {self.opa_port}), timeout=2):
                         seen.append(f"{{host}}: CONNECTED")
@@ -384,7 +404,7 @@ class Story:
         print(self.compose("stop", "opa").strip(), flush=True)
         done = self.sd("promote", "canary", "--timeout", "180", expect=4)
         self.expect("unreachable" in done.stderr, f"the exit 4 should say OPA is unreachable:\n{done.stderr}")
-        print(f"  {done.stderr.strip().splitlines()[0][:200]}", flush=True)
+        print("  " + next(x for x in done.stderr.splitlines() if x.startswith("error:"))[:300], flush=True)
         for path, old in before.items():
             self.expect((self.dir / path).read_text() == old, f"a gate without OPA changed {path}")
         ps = self.compose("ps", "--format", "{{.Service}}")

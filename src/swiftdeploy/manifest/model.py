@@ -63,8 +63,8 @@ class NetworkConfig(Strict):
 
 
 class OpaConfig(Strict):
-    image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned 1.x).")
-    port: Port = Field(8181, description="OPA port, published on 127.0.0.1 only.")
+    image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned: the version the tests ran).")
+    port: Port = Field(8181, description="OPA listens on the host's 127.0.0.1:<port> only (no container reaches it).")
     timeout: Duration = Field(2.0, description="Timeout of one OPA request.")
     binary: SafeText | None = Field(
         None,
@@ -102,7 +102,9 @@ class Thresholds(Strict):
 
 class PolicyConfig(Strict):
     engine: Literal["auto", "opa", "embedded"] = Field(
-        "auto", description="auto: the OPA server when it answers, else the embedded Rego engine."
+        "auto",
+        description="auto: the stack's OPA server when it runs one (docker; local with an OPA binary) and it "
+        "answers, else the embedded Rego engine.",
     )
     window_seconds: Duration = Field(30.0, description="Canary metrics window for `promote stable`.")
     thresholds: Thresholds = Field(default_factory=Thresholds)
