@@ -295,8 +295,8 @@ mkdir -p "$T/ctx/opa"
 cp "$OPA" "$T/ctx/opa/opa"
 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$OPA_IMAGE" -f "$REPO/scripts/e2e/opa.Dockerfile" "$T/ctx/opa" \
   >"$T/build-opa.log" 2>&1 || { tail -30 "$T/build-opa.log" >&2; die "building the OPA image failed (log above)"; }
-docker run --rm --network none "$OPA_IMAGE" version | grep -qx "Version: $OPA_VERSION" \
-  || die "the OPA image does not run OPA $OPA_VERSION"
+image_version=$(docker run --rm --network none "$OPA_IMAGE" version) || die "the OPA image does not run"
+grep -qx "Version: $OPA_VERSION" <<<"$image_version" || die "the OPA image does not run OPA $OPA_VERSION"
 docker images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' >&2
 
 # --- 7. the story, through the real console script -----------------------------------------------------------------

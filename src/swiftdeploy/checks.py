@@ -179,11 +179,12 @@ def app_command(m: Manifest) -> CheckResult:
 
 def port_claims(m: Manifest) -> list[tuple[str, str, int]]:
     """(what, bind address, port) for every port a deploy of `m` listens on."""
+    from .policy import stack_runs_opa
     from .render.compose import includes_opa
 
     public_host = "0.0.0.0" if m.runtime == "docker" else "127.0.0.1"  # compose publishes on every interface
     claims = [("public", public_host, m.nginx.port), ("admin", "127.0.0.1", m.nginx.admin_port)]
-    if m.runtime == "docker" and includes_opa(m):
+    if includes_opa(m) and (m.policy.engine == "opa" or stack_runs_opa(m)):  # the local runtime runs OPA too
         claims.append(("opa", "127.0.0.1", m.opa.port))
     # The local runtime's app ports are not claimed: it prefers services.port but picks a free one when it is busy.
     return claims
