@@ -330,22 +330,24 @@ class Story:
         `host.docker.internal` (each resolved within 3 s). Every one must fail; the control address (a neighbour on
         the compose network) must connect, so the probe itself works."""
         script = dedent(f"""
-            import socket, sys, threading
+            import socket, sys, threading, time
             def gateway():
                 for line in open("/proc/net/route").read().splitlines()[1:]:
                     fields = line.split()
                     if fields[1] == "00000000":
                         return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+            names = {{"opa": None, "host.docker.internal": None}}
             def resolve(name):
-                found = []
-                worker = threading.Thread(target=lambda: found.append(socket.gethostbyname(name)), daemon=True)
+                names[name] = socket.gethostbyname(name)
+            workers = [threading.Thread(target=resolve, args=(n,), daemon=True) for n in names]
+            for worker in workers:
                 worker.start()
-                worker.join(3)
-                return found[0] if found else None
+            deadline = time.monotonic() + 3  # for all names: an unknown one may wait on an unreachable resolver
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
             seen = []
-            hosts = ["127.0.0.1", gateway(), *{host_addresses()!r}]
-            for name in ("opa", "host.docker.internal"):
-                hosts.append(resolve(name) or f"{{name}} (no such name)")
+            hosts = list(dict.fromkeys(["127.0.0.1", gateway(), *{host_addresses()!r}]))
+            hosts += [address or f"{{name}} (no such name)" for name, address in names.items()]
             for host in hosts:
                 if host.endswith("(no such name)"):
                     seen.append(host)
