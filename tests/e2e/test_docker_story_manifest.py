@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from swiftdeploy.manifest import load_manifest
-from swiftdeploy.manifest.model import DEFAULT_OPA_IMAGE
 from swiftdeploy.manifest.edit import edit_text
+from swiftdeploy.manifest.model import DEFAULT_OPA_IMAGE
 from swiftdeploy.render import render_compose, render_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
