@@ -191,3 +191,4 @@ def test_the_demo_is_decided_by_the_real_opa_and_says_so(opa_binary, tmp_path) -
     assert {r["engine"] for r in records if r["event"] == "policy_decision"} == {"opa"}
     assert {e for r in records if r["event"] == "status" for e in r["engines"]} <= {"opa"}
     assert not (folder / ".swiftdeploy").exists()
+    assert not (folder / "policy-bundle").exists()  # teardown --clean removed the bundle, system/ included
