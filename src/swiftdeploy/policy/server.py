@@ -50,8 +50,3 @@ def find_binary(m: Manifest | None) -> str | None:
     if TOOLS_OPA.is_file() and os.access(TOOLS_OPA, os.X_OK):
         return str(TOOLS_OPA)
     return None
-
-
-def where_looked(m: Manifest | None) -> str:
-    """For messages: where find_binary looked."""
-    return f"opa.binary is not set, no `opa` on PATH, no {TOOLS_OPA}" if m is None or not m.opa.binary else ""
