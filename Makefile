@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXAMPLE_DIR ?= build/example
+# The Open Policy Agent the tests, the demo and the docker end-to-end run use: the version pinned in ONE place,
+# src/swiftdeploy/policy/opa_version.py (also the default opa.image), built into $(OPA) by `make opa`.
+OPA_VERSION := $(shell sed -n 's/^OPA_VERSION = "\([^"]*\)"$$/\1/p' src/swiftdeploy/policy/opa_version.py)
+OPA ?= $(CURDIR)/.tools/bin/opa
 
-.PHONY: venv nginx test lint init-example demo e2e-docker
+.PHONY: venv nginx opa opa-version test lint init-example demo e2e-docker
 
 # Create the virtualenv and install swiftdeploy (editable) with the test tools.
 venv: $(BIN)/swiftdeploy
@@ -26,14 +30,25 @@ nginx:
 		fi; \
 	fi
 
-# Lint, format check and the whole test suite.
-test: venv nginx
+# OPA $(OPA_VERSION) at $(OPA): `CGO_ENABLED=0 go install github.com/open-policy-agent/opa@v$(OPA_VERSION)` when it
+# is not there yet (Go's module and build caches stay in their default places, so a second install is quick).
+# Without Go: one warning line, and `make test` skips the OPA-backed tests; with CI=true a missing Go fails here.
+opa:
+	@OPA_VERSION=$(OPA_VERSION) OPA=$(OPA) bash scripts/install_opa.sh
+
+opa-version:
+	@echo $(OPA_VERSION)
+
+# Lint, format check and the whole test suite (the OPA-backed tests use $(OPA)).
+test: venv nginx opa
 	$(MAKE) lint
 	$(BIN)/python -m pytest -q
 
-lint: venv
+# Python lint and format, then the policies under the real OPA: check --strict, fmt, test -v and its coverage.
+lint: venv opa
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	@OPA=$(OPA) PYTHON=$(BIN)/python bash scripts/check_policies.sh
 
 # Generate docker-compose.yml, nginx.conf and policy-bundle/ from examples/manifest.yaml into $(EXAMPLE_DIR),
 # then check them (nginx -t, ports, images, ...). validate exits 1 without a Docker engine or the demo image;
@@ -46,13 +61,15 @@ init-example: venv
 
 # The whole story, unattended, on the local runtime (real nginx + the demo API on 127.0.0.1) in a temporary
 # folder: deploy, traffic, canary, chaos, blocked promotion, recover, promotion, audit, teardown. Exit 0 only when
-# every step behaved.
-demo: venv nginx
+# every step behaved. The policy engine is the real OPA (a supervised `opa run --server`) when `make opa` could
+# install it, else the embedded engine; the narration says which one decided.
+demo: venv nginx opa
 	$(BIN)/swiftdeploy demo
 
 # The docker runtime against a real engine (docs/docker-e2e.md): a private dockerd in a temporary folder, a Debian
-# base image made with debootstrap (no registry needed), the demo API and nginx images, then the whole story through
-# the swiftdeploy CLI. Root only (installs docker.io and debootstrap when missing). Always stops the engine and
-# fails if any dockerd, container, interface or mount is left behind.
-e2e-docker: venv
-	VENV=$(abspath $(VENV)) bash scripts/e2e_docker.sh
+# base image made with debootstrap (no registry needed), the demo API, nginx and OPA images (OPA from $(OPA)), then
+# the whole story through the swiftdeploy CLI with OPA deciding every gate. Root only (installs docker.io and
+# debootstrap when missing). Always stops the engine and fails if any dockerd, container, interface or mount is
+# left behind.
+e2e-docker: venv opa
+	VENV=$(abspath $(VENV)) OPA=$(OPA) bash scripts/e2e_docker.sh

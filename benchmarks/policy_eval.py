@@ -3,7 +3,13 @@
 1. Embedded engine (regorus), engine reused as `evaluate` reuses it: decisions per second for each domain, on a
    deny input (every rule fires) and an allow input; best of several batches (other load on the machine only
    ever slows a batch down). Also the one-time cost of compiling the policies.
-2. End to end: wall time of `swiftdeploy policy eval canary --input F` versus `swiftdeploy --help` (the bare CLI
+2. The real OPA server against the embedded engine, in the same run on the same inputs: a `opa run --server`
+   started exactly as the local runtime's deploy starts it (runtime/opa_service.py: the generated bundle, its
+   authorization policy), asked through swiftdeploy's own client (`OpaEngine`, one keep-alive connection, each
+   request bounded as a whole by a worker thread, provenance checked). Per-decision latency distribution (p50, p90,
+   p99) of both engines, sampled in interleaved rounds, and the ratio of the medians. Skipped (saying so) without
+   an OPA binary (`make opa`).
+3. End to end: wall time of `swiftdeploy policy eval canary --input F` versus `swiftdeploy --help` (the bare CLI
    start), each run as a fresh process, interleaved, median of N. The ratio says what loading the manifest-free
    defaults, regorus and one decision add to the CLI's start.
 
@@ -57,6 +63,72 @@ def decisions_per_second(seconds: float) -> None:
         print(f"embedded {domain:14s} {label}: {best:8.0f} decisions/s ({1e3 / best:.3f} ms each)")
 
 
+CASES = (
+    ("infrastructure", "allow", HOST_ALLOW),
+    ("infrastructure", "deny", HOST_DENY),
+    ("canary", "allow", CANARY_ALLOW),
+    ("canary", "deny", CANARY_DENY),
+)
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def opa_versus_embedded(seconds: float) -> None:
+    from swiftdeploy import generate
+    from swiftdeploy.manifest import load_manifest
+    from swiftdeploy.policy.bundle import expected_revision, load_policy_set
+    from swiftdeploy.policy.embedded import EmbeddedEngine
+    from swiftdeploy.policy.opa import OpaEngine, opa_url
+    from swiftdeploy.policy.server import find_binary
+    from swiftdeploy.runtime.local import LocalRuntime
+    from swiftdeploy.runtime.procs import free_port
+
+    binary = find_binary(None)
+    if binary is None:
+        print("real OPA server: skipped, no OPA binary (`make opa` installs the pinned one; it needs Go)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "manifest.yaml"
+        path.write_text(
+            "services: {image: demo:1, port: 3000}\nruntime: local\npolicy: {engine: opa}\n"
+            f"opa: {{port: {free_port()}, binary: {binary}, timeout: 5}}\n"
+        )
+        m = load_manifest(path)
+        generate.write(m)
+        runtime = LocalRuntime()
+        runtime.start_policy_engine(m, timeout=30)
+        embedded = EmbeddedEngine(load_policy_set(m))
+        opa = OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout, expect_revision=expected_revision(m))
+        try:
+            print(f"real OPA server: {binary} on {opa.url} (bundle + authorization policy, as deployed)")
+            for domain, verdict, data in CASES:
+                engines = {"embedded": embedded, "opa": opa}
+                assert {name: e.evaluate(domain, data).verdict for name, e in engines.items()} == {
+                    "embedded": verdict,
+                    "opa": verdict,
+                }
+                samples: dict[str, list[float]] = {name: [] for name in engines}
+                for _ in range(5):  # interleaved rounds: machine load hits both engines alike
+                    for name, engine in engines.items():
+                        t0 = time.perf_counter()
+                        while time.perf_counter() - t0 < seconds / 10:
+                            s = time.perf_counter()
+                            engine.evaluate(domain, data)
+                            samples[name].append(time.perf_counter() - s)
+                line = []
+                for name, values in samples.items():
+                    p50, p90, p99 = (_percentile(values, q) * 1e3 for q in (0.5, 0.9, 0.99))
+                    line.append(f"{name} p50 {p50:.3f} / p90 {p90:.3f} / p99 {p99:.3f} ms (n={len(values)})")
+                ratio = statistics.median(samples["opa"]) / statistics.median(samples["embedded"])
+                print(f"{domain:14s} {verdict:5s}: " + "; ".join(line) + f"; opa/embedded median {ratio:.1f}x")
+        finally:
+            opa.close()
+            runtime.down(m)
+
+
 def wall(argv: list[str]) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -93,6 +165,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="process runs per command")
     args = parser.parse_args()
     decisions_per_second(args.seconds)
+    opa_versus_embedded(args.seconds)
     end_to_end(args.runs)
 
 

@@ -12,13 +12,14 @@ package swiftdeploy.canary
 
 import rego.v1
 
-# A path, not object.get(data, ...): reading all of `data` includes these very rules, which OPA rejects as
-# recursion (regorus does not notice).
+# The data document, not `data` itself: a reference to all of `data` depends on every rule (OPA refuses the
+# cycle, regorus does not notice it).
 default thresholds := {}
 
 thresholds := data.swiftdeploy.thresholds
 
 inp := input if is_object(input)
+
 else := {}
 
 track_numbers := ["requests", "errors", "error_rate_percent"]
@@ -152,8 +153,13 @@ window := inp.window_seconds if positive_number(inp.window_seconds)
 
 else := "?"
 
-# Derived values are compared exactly and reported rounded to 2 decimals; inputs are reported as sent.
+# Derived values (a difference, a ratio) are reported rounded to 2 decimals; inputs are reported as sent.
 round2(x) := round(x * 100) / 100
+
+# A derived value violates only when it is beyond its threshold by more than this. The engines' arithmetic differs
+# in the last bits - OPA computes in exact decimals, regorus in 64-bit floats, where 139.65 / 93.1 is
+# 1.5000000000000002 - and a ratio or difference that equals its threshold in decimal must pass in both.
+tolerance := 1e-9
 
 # --- absolute rules on the canary ---
 
@@ -179,7 +185,7 @@ deny contains violation("error_rate_vs_stable", msg, increase, th.max_error_rate
 	enough("canary")
 	enough("stable")
 	raw := metrics.canary.error_rate_percent - metrics.stable.error_rate_percent
-	raw > th.max_error_rate_increase_percent
+	raw > th.max_error_rate_increase_percent + tolerance
 	increase := round2(raw)
 	msg := sprintf("canary error rate %v %% is %v points above stable's %v %%; at most %v points are allowed", [
 		metrics.canary.error_rate_percent, increase, metrics.stable.error_rate_percent,
@@ -191,10 +197,14 @@ deny contains violation("p99_vs_stable", msg, ratio, th.max_p99_ratio, "x") if {
 	enough("canary")
 	enough("stable")
 	metrics.stable.p99_ms > 0
+
 	# Below the floor both tracks are fast; a ratio of tiny latencies is noise, not a regression.
 	metrics.canary.p99_ms >= th.min_p99_ms_for_ratio
-	raw := metrics.canary.p99_ms / metrics.stable.p99_ms
-	raw > th.max_p99_ratio
+
+	# The divisor is at least canary / 1e9, so the ratio stays a float (reported as 1e9 for "a billion times or
+	# more"): a stable P99 of 5e-324 ms would make it overflow, an error in regorus and a non-float number in OPA.
+	raw := metrics.canary.p99_ms / max([metrics.stable.p99_ms, metrics.canary.p99_ms / 1e9])
+	raw > th.max_p99_ratio + tolerance
 	ratio := round2(raw)
 	msg := sprintf("canary P99 %v ms is %v times stable's %v ms; at most %v times is allowed", [
 		metrics.canary.p99_ms, ratio, metrics.stable.p99_ms, th.max_p99_ratio,
@@ -214,11 +224,13 @@ inconclusive contains violation("min_requests", msg, observed, th.min_requests, 
 # --- the answer ---
 
 verdict := "deny" if count(deny) > 0
+
 else := "inconclusive" if count(inconclusive) > 0
+
 else := "allow"
 
 decision := {
 	"allow": verdict == "allow",
 	"verdict": verdict,
-	"violations": [v | some v in deny | inconclusive],
+	"violations": [v | some v in (deny | inconclusive)],
 }

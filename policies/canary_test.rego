@@ -137,6 +137,33 @@ test_p99_ratio_at_floor_applies if {
 	denies_only(d, "p99_vs_stable")
 }
 
+# Equal in decimal passes in both engines, although 64-bit floats make 1.1 - 0.35 = 0.7500000000000001 and
+# 139.65 / 93.1 = 1.5000000000000002 (the differential test against the real OPA found both).
+test_error_increase_equal_in_decimal_allows if {
+	d := canary.decision with input as window(
+		track({"errors": 2, "error_rate_percent": 1.1}),
+		track({"errors": 1, "error_rate_percent": 0.35}),
+	)
+		with data.swiftdeploy.thresholds as object.union(
+			thresholds,
+			{"max_error_rate_percent": 5, "max_error_rate_increase_percent": 0.75},
+		)
+	allows(d)
+}
+
+test_p99_ratio_equal_in_decimal_allows if {
+	d := canary.decision with input as window(track({"p99_ms": 139.65}), track({"p99_ms": 93.1}))
+		with data.swiftdeploy.thresholds as object.union(thresholds, {"max_p99_ratio": 1.5})
+	allows(d)
+}
+
+# A stable P99 near zero must not overflow the ratio: it is reported as a billion times.
+test_p99_ratio_against_a_tiny_stable_p99_is_reported_capped if {
+	d := decide(window(track({"p99_ms": 300}), track({"p99_ms": 5e-324})))
+	denies_only(d, "p99_vs_stable")
+	d.violations[0].observed == 1000000000
+}
+
 test_relative_rules_skipped_when_stable_is_null if allows(alone({"errors": 1, "error_rate_percent": 0.9}))
 
 test_relative_rules_skipped_when_stable_has_too_few_requests if {

@@ -8,13 +8,14 @@ package swiftdeploy.infrastructure
 
 import rego.v1
 
-# A path, not object.get(data, ...): reading all of `data` includes these very rules, which OPA rejects as
-# recursion (regorus does not notice).
+# The data document, not `data` itself: a reference to all of `data` depends on every rule (OPA refuses the
+# cycle, regorus does not notice it).
 default thresholds := {}
 
 thresholds := data.swiftdeploy.thresholds
 
 inp := input if is_object(input)
+
 else := {}
 
 # Fields the rules read (numbers, required) and fields only reported (checked when present).
@@ -124,6 +125,7 @@ deny contains violation("memory_used", msg, facts.memory_used_percent, th.max_me
 # --- the answer ---
 
 verdict := "deny" if count(deny) > 0
+
 else := "allow"
 
 decision := {

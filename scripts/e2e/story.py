@@ -3,10 +3,12 @@
 Every step goes through the real `swiftdeploy` console script, as a person would type it, and checks its exit code
 and what a client sees on the 127.0.0.1 published ports:
 
-  deploy -> requests (headers, 404 JSON for /metrics and /chaos, admin listener) -> promote canary under traffic
-  -> split seen -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover
-  -> promote stable under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic
-  -> status --once -> audit -> teardown -> nothing left.
+  deploy (OPA first) -> requests (headers, 404 JSON for /metrics and /chaos, admin listener) -> engine view
+  (hardening) -> OPA locked down (unreachable from the containers and through nginx, writes refused) -> OPA stopped
+  (the gate exits 4, nothing changes; started again, it answers) -> promote canary under traffic -> split seen
+  -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover -> promote stable
+  under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic -> status --once
+  -> audit -> every gate decided by OPA -> teardown -> nothing left.
 
 Every track change runs under background traffic (Background): not one request may get a 502/503/504 or go
 unanswered (the only 5xx allowed are the app's own chaos 500s during the blocked promotion).
@@ -32,12 +34,24 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from textwrap import dedent
 
 PROJECT = "sde2e"
 NETWORK = "sde2e-net"
 WINDOW = 6  # seconds of canary metrics per promotion verdict
 RPS = 25  # background traffic during every track change: WINDOW * RPS requests per verdict, far above min_requests
 MAX_TRAFFIC_SECONDS = 120  # a background sender stops by itself after this, whatever happens
+
+# OPA's own paths, sent to nginx's listeners: none may reach OPA.
+OPA_PATHS = (("GET", "/health"), ("POST", "/v1/data/swiftdeploy/canary/decision"), ("PUT", "/v1/policies/x"))
+# Sent to OPA itself from the host: each must be refused (HTTP 401) by its authorization policy.
+EVIL = b'package swiftdeploy.infrastructure\n\ndecision := {"allow": false, "verdict": "deny"}\n'
+OPA_WRITES = (
+    ("PUT", "/v1/policies/evil", EVIL),
+    ("PUT", "/v1/data/swiftdeploy/thresholds", b"{}"),
+    ("DELETE", "/v1/policies/infrastructure.rego", None),
+    ("GET", "/v1/data", None),
+)
 
 MANIFEST = """\
 # swiftdeploy docker end-to-end manifest, written by scripts/e2e/story.py into a temporary folder.
@@ -58,9 +72,12 @@ nginx:
   proxy_timeout: 10s
 network:
   name: {network}
+opa:
+  image: {opa_image}          # made from the pinned binary the tests ran (`make opa`)
+  port: {opa_port}            # the host's 127.0.0.1 only
 runtime: docker
 policy:
-  engine: embedded            # no OPA image can be pulled here; same Rego, evaluated in-process
+  engine: opa                 # the real OPA decides every gate; no fallback
   window_seconds: {window}
   thresholds:
     # Relaxed HOST thresholds: image builds just ran on a busy 2-core machine, so a 1-minute load well above 2.0
@@ -143,6 +160,13 @@ class Background:
         return bad
 
 
+def host_addresses() -> list[str]:
+    """This host's IPv4 addresses other than loopback (what a container could try to reach the host by)."""
+    done = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=10, check=False)
+    found = [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    return sorted({a for a in found if not a.startswith("127.")})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,9 +179,9 @@ class Story:
         self.dir = Path(args.workdir)
         self.manifest = self.dir / "manifest.yaml"
         ports: set[int] = set()
-        while len(ports) < 2:
+        while len(ports) < 3:
             ports.add(free_port())
-        self.public_port, self.admin_port = sorted(ports)
+        self.public_port, self.admin_port, self.opa_port = sorted(ports)
         self.nginx_id = ""
 
     # --- plumbing -----------------------------------------------------------------------------------------------
@@ -208,6 +232,8 @@ class Story:
                 stable_image=self.args.stable_image,
                 canary_image=self.args.canary_image,
                 nginx_image=self.args.nginx_image,
+                opa_image=self.args.opa_image,
+                opa_port=self.opa_port,
                 public_port=self.public_port,
                 admin_port=self.admin_port,
                 window=WINDOW,
@@ -217,8 +243,10 @@ class Story:
         )
 
     def deploy(self) -> None:
-        self.sd("deploy", "--timeout", "180")
-        for name in ("docker-compose.yml", "nginx.conf"):
+        done = self.sd("deploy", "--timeout", "180")
+        said = done.stdout + done.stderr
+        self.expect(said.find("starting the OPA service") < said.find("checking the host"), "OPA must start first")
+        for name in ("docker-compose.yml", "nginx.conf", "policy-bundle/system/authz.rego"):
             self.expect((self.dir / name).is_file(), f"deploy did not write {name}")
         self.nginx_id = self.compose("ps", "-q", "nginx").strip()
         self.expect(bool(self.nginx_id), "no nginx container after deploy")
@@ -253,7 +281,7 @@ class Story:
         inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
                                               timeout=60, check=True).stdout)  # fmt: skip
         by_service = {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in inspected}
-        self.expect(set(by_service) == {"app", "nginx"}, f"services running: {sorted(by_service)}")
+        self.expect(set(by_service) == {"app", "nginx", "opa"}, f"services running: {sorted(by_service)}")
         for name, c in by_service.items():
             self.expect(c["Config"]["User"] not in ("", "0", "root"), f"{name} runs as root")
             self.expect(c["HostConfig"]["CapDrop"] == ["ALL"], f"{name} keeps capabilities")
@@ -265,6 +293,17 @@ class Story:
         admin = ports.get(f"{self.admin_port}/tcp") or [{}]
         self.expect(admin[0].get("HostIp") == "127.0.0.1", f"admin port must be on 127.0.0.1 only: {ports}")
         self.expect(by_service["nginx"]["HostConfig"]["ReadonlyRootfs"], "nginx's root file system is writable")
+        opa = by_service["opa"]
+        self.expect(opa["Config"]["Image"] == self.args.opa_image, f"OPA runs {opa['Config']['Image']}")
+        self.expect(opa["HostConfig"]["NetworkMode"] == "host", f"OPA's network: {opa['HostConfig']['NetworkMode']}")
+        self.expect(not opa["HostConfig"]["PortBindings"], f"OPA must publish nothing: {opa['HostConfig']}")
+        self.expect(opa["HostConfig"]["ReadonlyRootfs"], "OPA's root file system is writable")
+        args = opa["Args"]
+        for flag in ("--authorization=basic", f"--addr=127.0.0.1:{self.opa_port}", "--bundle"):
+            self.expect(flag in args, f"OPA runs without {flag}: {args}")
+        shared = set(opa["NetworkSettings"]["Networks"]) & set(by_service["app"]["NetworkSettings"]["Networks"])
+        self.expect(not shared - {"host"} and "host" not in by_service["app"]["NetworkSettings"]["Networks"],
+                    f"OPA shares a network with the app: {shared}")  # fmt: skip
         uid = self.compose("exec", "-T", "app", "id", "-u").strip()
         self.expect(uid == "10001", f"the app's uid inside the container: {uid!r}")
         uids = self.compose("exec", "-T", "nginx", "sh", "-c", "cat /proc/[0-9]*/status | grep '^Uid:'").split("\n")
@@ -273,6 +312,128 @@ class Story:
         probe = "import os, sys; d = os.environ['LOG_DIR']; sys.exit(0 if os.access(d, os.W_OK) else 1)"
         done = subprocess.run(self._compose_argv("exec", "-T", "app", "python3", "-c", probe), timeout=60, check=False)
         self.expect(done.returncode == 0, "the app (non-root) cannot write its log volume LOG_DIR")
+
+    # --- OPA ------------------------------------------------------------------------------------------------------
+    def opa_http(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str]:
+        """One request to OPA from the host, as any local process could send it."""
+        url = f"http://127.0.0.1:{self.opa_port}{path}"
+        request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def probe_from(self, service: str, control: tuple[str, int]) -> str:
+        """From inside `service`'s container: try every address OPA could answer on - the container's own
+        loopback, the bridge gateway (the host), every IPv4 address of the host, the names `opa` and
+        `host.docker.internal` (each resolved within 3 s). Every one must fail; the control address (a neighbour on
+        the compose network) must connect, so the probe itself works."""
+        script = dedent(f"""
+            import socket, sys, threading, time
+            def gateway():
+                for line in open("/proc/net/route").read().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[1] == "00000000":
+                        return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+            names = {{"opa": None, "host.docker.internal": None}}
+            def resolve(name):
+                names[name] = socket.gethostbyname(name)
+            workers = [threading.Thread(target=resolve, args=(n,), daemon=True) for n in names]
+            for worker in workers:
+                worker.start()
+            deadline = time.monotonic() + 3  # for all names: an unknown one may wait on an unreachable resolver
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+            seen = []
+            hosts = list(dict.fromkeys(["127.0.0.1", gateway(), *{host_addresses()!r}]))
+            hosts += [address or f"{{name}} (no such name)" for name, address in names.items()]
+            for host in hosts:
+                if host.endswith("(no such name)"):
+                    seen.append(host)
+                    continue
+                try:
+                    with socket.create_connection((host, {self.opa_port}), timeout=2):
+                        seen.append(f"{{host}}: CONNECTED")
+                except OSError as exc:
+                    seen.append(f"{{host}}: {{type(exc).__name__}}")
+            with socket.create_connection(({control[0]!r}, {control[1]}), timeout=5):
+                seen.append("control {control[0]}:{control[1]}: connected")
+            print("; ".join(seen))
+            sys.exit(1 if any("CONNECTED" in s for s in seen) else 0)
+        """)
+        done = subprocess.run(self._compose_argv("exec", "-T", service, "python3", "-c", script),
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        self.expect(done.returncode == 0, f"from {service}: OPA reachable or probe broken: {done.stdout}{done.stderr}")
+        return done.stdout.strip()
+
+    def opa_locked_down(self) -> None:
+        status, _ = self.opa_http("GET", "/health")
+        self.expect(status == 200, f"OPA's /health from the host: {status}")
+        print(f"  from app: {self.probe_from('app', ('nginx', self.public_port))}", flush=True)
+        print(f"  from nginx: {self.probe_from('nginx', ('app', 3000))}", flush=True)
+        # nginx never routes to OPA: OPA's paths on the public and admin listeners are nginx's or the app's answers.
+        for port in (self.public_port, self.admin_port):
+            for method, path in OPA_PATHS:
+                data = b"{}" if method != "GET" else None
+                host = {"Host": f"127.0.0.1:{self.opa_port}"}
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, host, method=method)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        headers, body = response.headers, response.read().decode()
+                except urllib.error.HTTPError as exc:
+                    headers, body = exc.headers, exc.read().decode()
+                self.expect(headers.get("X-Deployed-By") == "swiftdeploy", f"{method} :{port}{path} not via nginx")
+                self.expect('"result"' not in body and "administrative policy" not in body,
+                            f"{method} :{port}{path} reached OPA: {body[:200]}")  # fmt: skip
+        # From the host: every write is refused and the decision stays what it was.
+        before = json.loads(self.sd("policy", "check", "--json").stdout)
+        for method, path, body in OPA_WRITES:
+            status, text = self.opa_http(method, path, body)
+            self.expect(status == 401, f"{method} {path} on OPA answered {status}: {text[:200]}")
+        after = json.loads(self.sd("policy", "check", "--json").stdout)
+        self.expect(
+            (before["engine"], after["engine"]) == ("opa", "opa"), f"engines: {before['engine']}, {after['engine']}"
+        )
+        self.expect(
+            before["verdict"] == after["verdict"] == "allow", f"verdicts: {before['verdict']} -> {after['verdict']}"
+        )
+
+    def opa_stopped(self) -> None:
+        """OPA down mid-story: the next gate exits 4 and changes nothing; OPA started again: the gate answers."""
+        files = ("manifest.yaml", "docker-compose.yml", "nginx.conf")
+        before = {p: (self.dir / p).read_text() for p in files}
+        print(self.compose("stop", "opa").strip(), flush=True)
+        done = self.sd("promote", "canary", "--timeout", "180", expect=4)
+        self.expect("unreachable" in done.stderr, f"the exit 4 should say OPA is unreachable:\n{done.stderr}")
+        print("  " + next(x for x in done.stderr.splitlines() if x.startswith("error:"))[:300], flush=True)
+        for path, old in before.items():
+            self.expect((self.dir / path).read_text() == old, f"a gate without OPA changed {path}")
+        ps = self.compose("ps", "--format", "{{.Service}}")
+        self.expect("app-canary" not in ps, f"a canary started although the gate could not be asked:\n{ps}")
+        print(self.compose("start", "opa").strip(), flush=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.opa_http("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            self.expect(time.monotonic() < deadline, "OPA did not answer /health within 30 s after `start`")
+            time.sleep(0.25)
+        answer = json.loads(self.sd("policy", "check", "--json").stdout)
+        self.expect((answer["engine"], answer["verdict"]) == ("opa", "allow"), f"after restart: {answer}")
+
+    def gates_by_opa(self) -> None:
+        records = [json.loads(line) for line in (self.dir / "history.jsonl").read_text().splitlines()]
+        gates = [
+            (r.get("gate", "?"), r["domain"], r["engine"], r["verdict"])
+            for r in records
+            if r["event"] == "policy_decision"
+        ]
+        print(f"  {len(gates)} gate decisions: {gates}", flush=True)
+        self.expect(len(gates) >= 5, f"expected at least 5 gate decisions, got {gates}")
+        self.expect({g[2] for g in gates} == {"opa"}, f"a gate was not decided by OPA: {gates}")
 
     @contextlib.contextmanager
     def under_traffic(self, what: str, allowed: frozenset[str] = frozenset({"200"})) -> Iterator[Background]:
@@ -402,6 +563,8 @@ class Story:
             ("deploy", self.deploy),
             ("requests (stable)", self.requests_stable),
             ("engine view (hardening)", self.engine_view),
+            ("OPA locked down", self.opa_locked_down),
+            ("OPA stopped: gate exit 4", self.opa_stopped),
             ("promote canary", self.promote_canary),
             ("split seen", self.split),
             ("chaos error", self.chaos_error),
@@ -412,6 +575,7 @@ class Story:
             ("promote canary + rollback", self.rollback),
             ("status --once", self.status),
             ("audit", self.audit),
+            ("every gate decided by OPA", self.gates_by_opa),
         ]
         self.write_manifest()
         failed = None
@@ -457,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stable-image", required=True)
     parser.add_argument("--canary-image", required=True)
     parser.add_argument("--nginx-image", required=True)
+    parser.add_argument("--opa-image", required=True)
     parser.add_argument("--timings", required=True)
     args = parser.parse_args(argv)
     if not os.environ.get("DOCKER_HOST"):

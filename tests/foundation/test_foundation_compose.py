@@ -87,10 +87,21 @@ def test_compose_reads_back_what_we_meant(manifests, minimal_text, compose_binar
 
     if "opa" in services:
         opa = services["opa"]
-        assert [(p["host_ip"], p["target"]) for p in opa["ports"]] == [("127.0.0.1", 8181)]
-        assert opa["command"] == ["run", "--server", "--watch", "--addr=0.0.0.0:8181", "/policies"]
+        # No compose network and nothing published: OPA listens on the host's 127.0.0.1 only.
+        assert opa["network_mode"] == "host" and "ports" not in opa and "networks" not in opa
+        assert opa["command"] == [
+            "run",
+            "--server",
+            f"--addr=127.0.0.1:{m.opa.port}",
+            "--authorization=basic",
+            "--skip-version-check",
+            "--watch",
+            "--bundle",
+            "/policy-bundle",
+        ]
         assert opa["volumes"][0]["source"] == str(m.out_dir / "policy-bundle") and opa["volumes"][0]["read_only"]
         assert (m.out_dir / "policy-bundle" / "data.json").is_file()
+        assert (m.out_dir / "policy-bundle" / "system" / "authz.rego").is_file()
     assert config["networks"][m.network.name]["name"] == m.network.name
     assert f"{m.services.name}-logs" in config["volumes"]
 

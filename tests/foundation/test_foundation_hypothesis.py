@@ -18,7 +18,7 @@ SECTIONS = {
     "canary": ["image", "version", "weight"],
     "nginx": ["image", "port", "admin_port", "proxy_timeout", "contact"],
     "network": ["name", "driver_type"],
-    "opa": ["image", "port", "timeout"],
+    "opa": ["image", "port", "timeout", "binary"],
     "policy": ["engine", "window_seconds", "thresholds", "dir"],
 }
 TOP_SCALARS = ["runtime", "project", "output_dir"]

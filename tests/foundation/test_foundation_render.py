@@ -19,6 +19,7 @@ import pytest
 
 from swiftdeploy.manifest import load_manifest, parse_manifest
 from swiftdeploy.policy.bundle import load_policy_set
+from swiftdeploy.policy.opa_version import OPA_VERSION
 from swiftdeploy.render import NginxTarget, header_text, render_all, render_compose, render_nginx
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -237,9 +238,13 @@ def test_compose_contract(canary):
     assert '"app":\n        condition: "service_healthy"' in nginx
     assert '"app-canary":\n        condition: "service_healthy"' in nginx
     opa = text.split("  opa:\n", 1)[1].split("\n\n", 1)[0]
-    assert 'image: "openpolicyagent/opa:1.4.2"' in opa
-    assert 'command: ["run", "--server", "--watch", "--addr=0.0.0.0:8181", "/policies"]' in opa
-    assert '- "127.0.0.1:8181:8181"' in opa and '- "./policy-bundle:/policies:ro"' in opa
+    assert f'image: "openpolicyagent/opa:{OPA_VERSION}"' in opa
+    assert (
+        'command: ["run", "--server", "--addr=127.0.0.1:8181", "--authorization=basic", "--skip-version-check", '
+        '"--watch", "--bundle", "/policy-bundle"]'
+    ) in opa
+    assert 'network_mode: "host"' in opa and "ports:" not in opa and "networks:" not in opa
+    assert '- "./policy-bundle:/policy-bundle:ro"' in opa
     assert 'networks:\n  "swiftdeploy-net":\n    name: "swiftdeploy-net"\n    driver: "bridge"' in text
     assert 'volumes:\n  "app-logs": {}' in text
 

@@ -43,14 +43,18 @@ def test_the_manifest_accepts_exactly_the_registered_runtimes() -> None:
     assert all(f"'{name}'" in str(info.value) for name in RUNTIMES)
 
 
-def test_port_rules_follow_the_spec() -> None:
+def test_port_rules_follow_the_spec(monkeypatch, tmp_path) -> None:
+    from swiftdeploy.policy import server
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no OPA binary: the local runtime runs no OPA service
+    monkeypatch.setattr(server, "TOOLS_OPA", tmp_path / "no-opa")
     docker = {c.field: c for c in port_claims(manifest("docker"))}
     assert docker["nginx.port"].host == "0.0.0.0" and docker["nginx.admin_port"].host == "127.0.0.1"
     assert docker["opa.port"].must_be_free  # the stack runs its own OPA there
     assert "services.port" not in docker  # the app listens inside its container
     local = {c.field: c for c in port_claims(manifest("local"))}
     assert local["nginx.port"].host == "127.0.0.1"
-    assert not local["opa.port"].must_be_free  # an OPA there is the person's own server
+    assert not local["opa.port"].must_be_free  # no binary: an OPA there is the person's own server
     assert not local["services.port"].must_be_free  # claimed (kept distinct), not bound by validate
     assert "opa.port" not in {c.field for c in port_claims(manifest("local", "policy: {engine: embedded}\n"))}
 
@@ -62,11 +66,21 @@ def test_the_manifest_keeps_the_claimed_ports_distinct() -> None:
         manifest("local", clash)
 
 
-def test_auto_asks_an_opa_server_only_where_the_runtime_runs_one() -> None:
-    for name, spec in RUNTIMES.items():
-        assert asks_opa_server(manifest(name)) is spec.opa_service
+def test_auto_asks_an_opa_server_only_where_the_runtime_runs_one(monkeypatch, tmp_path) -> None:
+    from swiftdeploy.policy import server
+
+    for name in RUNTIMES:
         assert asks_opa_server(manifest(name, "policy: {engine: opa}\n"))
         assert not asks_opa_server(manifest(name, "policy: {engine: embedded}\n"))
+    assert asks_opa_server(manifest("docker"))  # the compose stack always has an OPA service
+    # The local runtime runs OPA as a process when it finds a binary (policy/server.py), and only then.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(server, "TOOLS_OPA", tmp_path / "no-opa")
+    assert not asks_opa_server(manifest("local"))
+    fake = tmp_path / "opa"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert asks_opa_server(manifest("local"))
 
 
 def test_the_registry_imports_nothing_heavy() -> None:

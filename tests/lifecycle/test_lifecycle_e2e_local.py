@@ -40,8 +40,9 @@ def frozen_state(folder: Path) -> dict[str, str]:
     state = {name: (folder / name).read_text() for name in names}
     for pid_file in sorted((folder / ".swiftdeploy" / "pids").glob("*.json")):
         state[pid_file.name] = pid_file.read_text()
-    for path in sorted((folder / "policy-bundle").glob("*")):
-        state[path.name] = path.read_text()
+    for path in sorted((folder / "policy-bundle").rglob("*")):  # the bundle has a system/ folder (authz)
+        if path.is_file():
+            state[str(path.relative_to(folder))] = path.read_text()
     return state
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HEALTHY_HOST
+from support import HEALTHY_HOST, free_port
 
 from swiftdeploy.manifest import load_manifest
 
@@ -59,3 +59,26 @@ def canary_window() -> Callable[..., dict[str, Any]]:
         }
 
     return build
+
+
+@pytest.fixture
+def real_opa(opa_binary, write_manifest) -> Callable[..., Any]:
+    """real_opa(extra_yaml="") -> Manifest (local runtime, engine opa, the test OPA binary, a free opa.port) whose
+    generated files are written and whose OPA service runs, started exactly as `deploy` starts it
+    (runtime/opa_service.py). Every OPA started here is stopped afterwards."""
+    from swiftdeploy import generate
+    from swiftdeploy.runtime.local import LocalRuntime
+
+    started: list[Any] = []
+
+    def start(extra: str = "", *, timeout: float = 1.0) -> Any:
+        opa = f"opa: {{port: {free_port()}, binary: {opa_binary}, timeout: {timeout}}}\n"
+        m = write_manifest(opa + extra, engine=None if "policy:" in extra else "opa", runtime="local")
+        generate.write(m)
+        started.append(m)
+        LocalRuntime().start_policy_engine(m, timeout=30)
+        return m
+
+    yield start
+    for m in started:
+        LocalRuntime().down(m)

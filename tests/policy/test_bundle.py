@@ -14,7 +14,7 @@ import pytest
 
 from swiftdeploy.errors import PolicyError
 from swiftdeploy.policy import check_policies, evaluate
-from swiftdeploy.policy.bundle import load_policy_set, render_bundle
+from swiftdeploy.policy.bundle import PolicySet, bundle_revision, load_policy_set, render_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = json.loads((REPO / "policies" / "data.json").read_text())["swiftdeploy"]["thresholds"]
@@ -37,9 +37,11 @@ def test_render_bundle_is_the_policies_plus_merged_data(write_manifest) -> None:
     m = write_manifest("policy:\n  engine: opa\n  thresholds: {max_cpu_load: 4, min_requests: 50}\n", engine=None)
     files = render_bundle(load_policy_set(m))
     assert sorted(files) == [
+        "policy-bundle/.manifest",
         "policy-bundle/canary.rego",
         "policy-bundle/data.json",
         "policy-bundle/infrastructure.rego",
+        "policy-bundle/system/authz.rego",
     ]
     assert files["policy-bundle/canary.rego"] == (REPO / "policies" / "canary.rego").read_text()
     data = json.loads(files["policy-bundle/data.json"])
@@ -47,6 +49,49 @@ def test_render_bundle_is_the_policies_plus_merged_data(write_manifest) -> None:
     text = files["policy-bundle/data.json"]
     assert text.endswith("}\n") and text == json.dumps(data, indent=2, sort_keys=True) + "\n"
     assert render_bundle(load_policy_set(m)) == files  # deterministic
+    # The revision names every other file: a changed threshold is another revision.
+    revision = json.loads(files["policy-bundle/.manifest"])["revision"]
+    assert revision == bundle_revision({k.removeprefix("policy-bundle/"): v for k, v in files.items()})
+    other = write_manifest("policy:\n  engine: opa\n  thresholds: {max_cpu_load: 5, min_requests: 50}\n", engine=None)
+    assert json.loads(render_bundle(load_policy_set(other))["policy-bundle/.manifest"])["revision"] != revision
+
+
+def test_the_authorization_policy_allows_exactly_what_swiftdeploy_asks() -> None:
+    """Evaluated here with the embedded engine on OPA's authz input shape; test_opa_real.py asks the real OPA."""
+    from swiftdeploy.policy.bundle import authz_policy
+    from swiftdeploy.policy.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(PolicySet(origin="authz", modules={"system/authz.rego": authz_policy()}))
+
+    def allowed(method: str, path: str, params: dict | None = None) -> bool:
+        request = {"method": method, "path": path.strip("/").split("/"), "params": params or {}, "headers": {}}
+        return engine.query("data.system.authz.allow", request) == (True, True)
+
+    assert allowed("GET", "/health")
+    for domain in ("canary", "infrastructure"):
+        assert allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision")
+        assert allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision", {"provenance": ["true"]})
+        both = {"provenance": ["true"], "strict-builtin-errors": ["true"]}
+        assert allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision", both)
+        assert not allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision", {"provenance": ["false"]})
+        assert not allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision", {**both, "metrics": ["true"]})
+        assert not allowed("POST", f"/v1/data/swiftdeploy/{domain}/decision", {"explain": ["full"]})
+        assert not allowed("GET", f"/v1/data/swiftdeploy/{domain}/decision")
+        assert not allowed("PUT", f"/v1/data/swiftdeploy/{domain}/decision")
+    assert not allowed("GET", "/health", {"bundles": [""]})
+    for method in ("PUT", "PATCH", "DELETE", "POST", "GET"):
+        assert not allowed(method, "/v1/policies/canary.rego")
+        assert not allowed(method, "/v1/data/swiftdeploy/thresholds")
+    assert not allowed("POST", "/v1/data/swiftdeploy/other/decision")
+    assert not allowed("POST", "/v1/query")
+
+
+def test_a_policy_dir_may_not_declare_a_system_package(write_manifest, tmp_path: Path) -> None:
+    own_policies(tmp_path / "rules")
+    (tmp_path / "rules" / "mine.rego").write_text("package system.authz\n\nimport rego.v1\n\nallow := true\n")
+    m = write_manifest("policy:\n  engine: embedded\n  dir: rules\n", engine=None)
+    with pytest.raises(PolicyError, match="declares a `system` package"):
+        render_bundle(load_policy_set(m))
 
 
 def test_the_bundle_is_what_the_embedded_engine_evaluates(write_manifest) -> None:
@@ -84,9 +129,11 @@ def test_policy_dir_replaces_the_defaults(write_manifest, tmp_path: Path) -> Non
     # no data.json of its own: the default thresholds, with the manifest's overrides merged
     assert policy_set.thresholds == {**DEFAULTS, "min_requests": 3}
     assert sorted(render_bundle(policy_set)) == [
+        "policy-bundle/.manifest",
         "policy-bundle/canary.rego",
         "policy-bundle/data.json",
         "policy-bundle/infrastructure.rego",
+        "policy-bundle/system/authz.rego",
     ]
 
 

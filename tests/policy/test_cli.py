@@ -152,7 +152,7 @@ def test_opa_engine_unreachable_exits_4(tmp_path: Path, write_manifest, capsys) 
     write_manifest(f"policy:\n  engine: opa\nopa: {{port: {port}, timeout: 1}}\n", engine=None)
     assert run(["policy", "eval", "canary", "-i", str(write_json(tmp_path / "in.json", GOOD))]) == 4
     err = capsys.readouterr().err
-    assert f"cannot connect to OPA at http://127.0.0.1:{port}" in err
+    assert f"OPA at http://127.0.0.1:{port} is unreachable" in err
 
 
 def lenient(**strict: float) -> str:

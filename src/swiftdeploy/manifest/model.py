@@ -11,11 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ..policy.opa_version import OPA_IMAGE
 from ..runtime import RUNTIMES, port_claims
 from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
 
-# Pinned so a generated stack never drifts to a new OPA release by itself.
-DEFAULT_OPA_IMAGE = "openpolicyagent/opa:1.4.2"
+# Pinned (policy/opa_version.py, the one place) so a generated stack never drifts to a new OPA release by itself.
+DEFAULT_OPA_IMAGE = OPA_IMAGE
 # Compose services swiftdeploy generates beside the app (render/compose.py).
 RESERVED_SERVICE_NAMES = ("nginx", "opa")
 # `runtime:` accepts exactly the registered runtimes (swiftdeploy.runtime.RUNTIMES).
@@ -65,9 +66,14 @@ class NetworkConfig(Strict):
 
 
 class OpaConfig(Strict):
-    image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned 1.x).")
-    port: Port = Field(8181, description="OPA port, published on 127.0.0.1 only.")
+    image: ImageRef = Field(DEFAULT_OPA_IMAGE, description="OPA server image (pinned: the version the tests ran).")
+    port: Port = Field(8181, description="OPA listens on the host's 127.0.0.1:<port> only (no container reaches it).")
     timeout: Duration = Field(2.0, description="Timeout of one OPA request.")
+    binary: SafeText | None = Field(
+        None,
+        description="Local runtime: the OPA binary to run (relative to the manifest); default `opa` on PATH, else "
+        "the project's .tools/bin/opa (`make opa`).",
+    )
 
 
 class Thresholds(Strict):
@@ -99,7 +105,9 @@ class Thresholds(Strict):
 
 class PolicyConfig(Strict):
     engine: Literal["auto", "opa", "embedded"] = Field(
-        "auto", description="auto: the OPA server when it answers, else the embedded Rego engine."
+        "auto",
+        description="auto: the stack's OPA server when it runs one (docker; local with an OPA binary) and it "
+        "answers, else the embedded Rego engine.",
     )
     window_seconds: Duration = Field(30.0, description="Canary metrics window for `promote stable`.")
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -131,7 +139,7 @@ class Manifest(Strict):
                 f"services.name {self.services.name!r} is the name of a generated compose service; choose another"
             )
         taken: dict[int, str] = {}
-        for claim in port_claims(self):  # the runtime's port rules
+        for claim in port_claims(self, probe=False):  # the runtime's port rules
             if claim.port in taken:
                 raise ValueError(
                     f"{claim.field} and {taken[claim.port]} are both {claim.port}; give each listener its own port"

@@ -33,8 +33,10 @@ nginx:
   port: {public_port}
   admin_port: {admin_port}
 runtime: local                        # processes on 127.0.0.1: no Docker needed
+opa:
+  port: {opa_port}                    # the OPA service, when there is an OPA binary (`make opa`)
 policy:
-  engine: embedded                    # regorus in-process, same Rego as the OPA server
+  engine: auto                        # the real OPA (opa run --server) when installed, else regorus in-process
   window_seconds: {window}
   thresholds:
     # Demo-only HOST thresholds: right after `pip install` on a busy 2-core machine a 1-minute load above 2.0
@@ -75,6 +77,14 @@ class _StepFailed(Exception):
     pass
 
 
+def decided_by(result: Any) -> str:
+    """ "decided by the real OPA" / "decided by the embedded engine": who answered the operation's last gate."""
+    engines = [d.get("engine") for d in getattr(result, "decisions", [])]
+    if not engines:
+        return ""
+    return "; gate decided by " + ("the real OPA (opa run --server)" if engines[-1] == "opa" else "the embedded engine")
+
+
 class _StatusSampler:
     """While traffic flows, record a `status` snapshot every second (what `swiftdeploy status` records), so the
     audit report has metrics over time to chart. Best effort: a record that cannot be written is skipped, and
@@ -112,13 +122,18 @@ def write_manifest(folder: Path, *, window: float = 5.0) -> Path:
     from ..runtime.procs import free_port
 
     ports: set[int] = set()
-    while len(ports) < 3:
+    while len(ports) < 4:
         ports.add(free_port())
-    public_port, admin_port, app_port = sorted(ports)
+    public_port, admin_port, app_port, opa_port = sorted(ports)
     max_load = max(8.0, 4.0 * (os.cpu_count() or 1))
     path = folder / "manifest.yaml"
     text = DEMO_MANIFEST.format(
-        app_port=app_port, public_port=public_port, admin_port=admin_port, window=f"{window:g}", max_load=max_load
+        app_port=app_port,
+        public_port=public_port,
+        admin_port=admin_port,
+        opa_port=opa_port,
+        window=f"{window:g}",
+        max_load=max_load,
     )
     path.write_text(text, encoding="utf-8")
     return path
@@ -186,7 +201,7 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
 
     def do_deploy() -> str:
         result = deploy(path, timeout=60, progress=narrator.progress)
-        return result.message
+        return result.message + decided_by(result)
 
     def do_traffic_stable() -> str:
         summary = send(2)
@@ -197,7 +212,7 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
     def do_promote_canary() -> str:
         result = promote_canary(path, progress=narrator.progress)
         expect(m().services.mode == "canary", "manifest mode should be canary")
-        return result.message + " (manifest: services.mode: canary, comments kept)"
+        return result.message + " (manifest: services.mode: canary, comments kept)" + decided_by(result)
 
     def do_split() -> str:
         summary = send(2)
@@ -218,7 +233,8 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
             narrator.blocked(exc.decision)
             expect(path.read_text(encoding="utf-8") == before, "a blocked promotion must not touch the manifest")
             rules = ", ".join(v.rule for v in exc.decision.violations) if exc.decision else "?"
-            return f"blocked with exit 3 as expected ({rules}); manifest, files and processes unchanged"
+            engine = f", decided by the {exc.decision.engine} engine" if exc.decision else ""
+            return f"blocked with exit 3 as expected ({rules}){engine}; manifest, files and processes unchanged"
         raise _StepFailed("the promotion was allowed although the canary fails half of its requests")
 
     def do_recover() -> str:
@@ -230,7 +246,7 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
         result = promote_with_traffic()
         new = m()
         expect(new.services.version == "2.0.0" and new.services.mode == "stable", "manifest should say 2.0.0, stable")
-        return result.message
+        return result.message + decided_by(result)
 
     def do_after() -> str:
         summary = send(2)
@@ -246,7 +262,7 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
         return f"wrote {out.name}: {report.records} history records, {len(report.violations)} violation(s) listed"
 
     try:
-        step("deploy", "init + infrastructure gate + start nginx and the stable app (local runtime)", do_deploy)
+        step("deploy", "init + OPA (when installed) + infrastructure gate + start nginx and the stable app", do_deploy)
         step("traffic", f"{rps:g} req/s for 2 s to the public listener", do_traffic_stable)
         step("promote canary", "infrastructure gate, manifest mode: canary, start the canary, 50/50 split",
              do_promote_canary)  # fmt: skip

@@ -62,8 +62,9 @@ def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress 
                         path.unlink()
                         removed.append(str(path))
                 bundle = m.out_dir / "policy-bundle"
-                with contextlib.suppress(OSError):
-                    bundle.rmdir()  # only when empty: a person's own files there stay
+                for folder in [*sorted((p for p in bundle.rglob("*") if p.is_dir()), reverse=True), bundle]:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only when empty (system/ first): a person's own files there stay
                 result.generated = removed
                 for name in ("pids", "logs", "nginx"):
                     shutil.rmtree(m.state_dir / name, ignore_errors=True)

@@ -3,8 +3,8 @@
 `evaluate(m, domain, input)` picks the engine from `m.policy.engine`:
 - `embedded`: regorus in-process, on the same policies and data as the OPA bundle;
 - `opa`: the OPA server on 127.0.0.1:<opa.port> only (unreachable -> PolicyEngineUnavailable, exit 4);
-- `auto`: OPA when the runtime deploys one (docker: `asks_opa_server`) and it answers /health within opa.timeout,
-  else embedded.
+- `auto`: OPA when the stack runs one (`asks_opa_server`: docker; local with an OPA binary) and it answers
+  /health within opa.timeout, else embedded.
 Fail closed everywhere: an engine that cannot answer raises, it never yields allow.
 
 Light on import: regorus and httpx load only when an engine is built.
@@ -56,9 +56,11 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
 
     if m is not None and asks_opa_server(m):
         from ..errors import PolicyEngineUnavailable
+        from .bundle import expected_revision
         from .opa import OpaEngine, opa_url
 
-        opa = OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout, transport=transport)
+        revision = expected_revision(m)  # a decision from any other bundle is refused
+        opa = OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout, transport=transport, expect_revision=revision)
         try:
             opa.health()
             return opa
@@ -71,13 +73,13 @@ def select_engine(m: Manifest | None, *, transport: Any = None) -> PolicyEngine:
 
 def asks_opa_server(m: Manifest) -> bool:
     """Whether the engine choice asks the OPA server at 127.0.0.1:<opa.port> first: `opa` always (and nothing
-    else); `auto` when the manifest's runtime runs OPA as a service of the stack (its RuntimeSpec.opa_service);
+    else); `auto` when the manifest's runtime runs OPA as a service of the stack (`runtime.stack_runs_opa`);
     `embedded` never."""
-    from ..runtime import runtime_spec
+    from ..runtime import stack_runs_opa
 
     if m.policy.engine == "opa":
         return True
-    return m.policy.engine == "auto" and runtime_spec(m).opa_service
+    return m.policy.engine == "auto" and stack_runs_opa(m)
 
 
 def evaluate(m: Manifest | None, domain: str, input: Any, *, transport: Any = None) -> Decision:

@@ -16,6 +16,7 @@ from .bundle import PolicySet
 from .decision import Decision, InvalidDecision, parse_decision
 
 _CACHE = threading.local()  # per-thread {fingerprint: EmbeddedEngine}
+_NO_INPUT: Any = object()
 
 
 def clean_error(exc: BaseException) -> str:
@@ -24,11 +25,38 @@ def clean_error(exc: BaseException) -> str:
     return text.replace("\n\n", "\n")
 
 
+# RFC 8259 section 6: integers beyond +-(2**53 - 1) are not interoperable. The engines disagree on them (regorus
+# turns an integer above 2**64 into a float, OPA keeps every digit: the differential test found it), so no such
+# number reaches either engine.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
 def to_json(value: Any, what: str) -> str:
+    """The policy input as JSON, the same text for both engines. Refuses (PolicyError) NaN, Infinity, values that
+    are not JSON, and integers beyond +-MAX_SAFE_INTEGER."""
     try:
-        return json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"{what} is not valid JSON: {exc}", hint="send plain JSON numbers, no NaN/Infinity") from exc
+    where = _unsafe_integer(value, "input")
+    if where is not None:
+        raise PolicyError(
+            f"{what} has an integer beyond +-2**53-1 at {where}, which JSON engines do not read alike (RFC 8259)",
+            hint="send it as a float (e.g. 1.8e19) or a smaller number",
+        )
+    return text
+
+
+def _unsafe_integer(value: Any, path: str) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if abs(value) > MAX_SAFE_INTEGER else None
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((where for p, v in items if (where := _unsafe_integer(v, p)) is not None), None)
 
 
 def query_value(engine: Any, query: str) -> tuple[bool, Any]:
@@ -69,9 +97,10 @@ class EmbeddedEngine:
             engine = engines[key] = cls(policy_set)
         return engine
 
-    def query(self, query: str, input: Any = None) -> tuple[bool, Any]:
-        """Evaluate one query with `input`. Evaluation errors (bad builtin call, conflicts) -> PolicyError."""
-        text = to_json({} if input is None else input, "the policy input")
+    def query(self, query: str, input: Any = _NO_INPUT) -> tuple[bool, Any]:
+        """Evaluate one query with `input` (default `{}`; a None input is JSON null, as OPA sees it). Evaluation
+        errors (bad builtin call, conflicts) -> PolicyError."""
+        text = to_json({} if input is _NO_INPUT else input, "the policy input")
         with self._lock:
             try:
                 self._engine.set_input_json(text)

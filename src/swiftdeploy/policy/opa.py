@@ -1,7 +1,13 @@
 """The OPA server engine, over its REST data API (https://www.openpolicyagent.org/docs/rest-api).
 
 Fail closed: every way OPA can fail to answer raises PolicyEngineUnavailable (exit 4) with its own message;
-nothing here returns allow unless OPA returned a well-formed allow decision.
+nothing here returns allow unless OPA returned a well-formed allow decision. Each request is bounded as a whole:
+`timeout` seconds from the first byte sent to the last byte read (a frozen or trickling OPA cannot stretch it read by
+read), and at most MAX_BODY bytes.
+
+Decisions are asked with `?provenance=true`: OPA names the revision of the bundle that decided, and with
+`expect_revision` (the revision of the bundle the manifest generates, policy/bundle.py) any other revision - a stale
+bundle, someone else's OPA - is refused.
 
 A fault in the Rego itself (conflicting rule values, a builtin that fails on the input) is not the engine being
 unavailable: it is a PolicyError (exit 2), exactly as the embedded engine reports it, so the same policy fails the
@@ -12,6 +18,7 @@ regorus reports it instead of silently making the decision undefined.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -21,20 +28,28 @@ from .embedded import to_json
 
 SNIPPET = 200
 FAULTS_SHOWN = 5
+MAX_BODY = 1 << 20  # a decision is a few KB; anything near this is not swiftdeploy's OPA
 
 
 def opa_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class OpaEngine:
     name = "opa"
 
-    def __init__(self, url: str, *, timeout: float = 2.0, transport: Any = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, transport: Any = None, expect_revision: str | None = None
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.expect_revision = expect_revision
         self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, trust_env=False)
 
     def close(self) -> None:
@@ -48,12 +63,12 @@ class OpaEngine:
 
     def health(self) -> None:
         """GET /health once; raises PolicyEngineUnavailable unless OPA answers 200."""
-        response = self._send("GET", "/health", what="the health check")
-        if response.status_code != 200:
+        status, text = self._send("GET", "/health", what="the health check")
+        if status != 200:
             raise PolicyEngineUnavailable(
-                f"OPA at {self.url} is not healthy: GET /health answered HTTP {response.status_code}: "
-                f"{_snippet(response.text)}",
-                hint="check the opa service's logs (docker compose logs opa); the bundle may have failed to load",
+                f"OPA at {self.url} is not healthy: GET /health answered HTTP {status}: {_snippet(text)}",
+                hint="check the opa service's logs (docker compose logs opa, or .swiftdeploy/logs/opa.log); "
+                "the bundle may have failed to load",
             )
 
     def wait_healthy(self, timeout: float, *, interval: float = 0.25, sleep=time.sleep) -> None:
@@ -72,30 +87,38 @@ class OpaEngine:
         path = f"/v1/data/swiftdeploy/{domain}/decision"
         rule = f"data.swiftdeploy.{domain}.decision"
         body = to_json({"input": input}, "the policy input")
-        response = self._send(
+        status, text = self._send(
             "POST",
             path,
             what=f"POST {path}",
+            params={"provenance": "true", "strict-builtin-errors": "true"},
             content=body,
             headers={"Content-Type": "application/json"},
-            params={"strict-builtin-errors": "true"},
         )
-        if response.status_code != 200:
-            fault = rego_fault(response)
+        if status != 200:
+            fault = rego_fault(text)
             if fault is not None:
                 raise PolicyError(
                     f"evaluating {rule} with the policies OPA at {self.url} serves failed:\n{fault}",
                     hint="fix the policy",
                 )
+        if status == 401:
             raise PolicyEngineUnavailable(
-                f"OPA answered HTTP {response.status_code} to POST {path}: {_snippet(response.text)}",
+                f"OPA at {self.url} refused POST {path} (HTTP 401: its authorization policy does not allow it): "
+                f"{_snippet(text)}",
+                hint="this OPA does not run the bundle swiftdeploy generates (policy-bundle/system/authz.rego); "
+                "run `swiftdeploy deploy` to start the stack's own OPA",
+            )
+        if status != 200:
+            raise PolicyEngineUnavailable(
+                f"OPA answered HTTP {status} to POST {path}: {_snippet(text)}",
                 hint="check the opa service's logs; a policy runtime error or a bad input makes OPA answer 4xx/5xx",
             )
         try:
-            answer = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            answer = json.loads(text)
+        except ValueError:
             raise PolicyEngineUnavailable(
-                f"OPA at {self.url} answered POST {path} with a body that is not JSON: {_snippet(response.text)}",
+                f"OPA at {self.url} answered POST {path} with a body that is not JSON: {_snippet(text)}",
                 hint="is something other than OPA listening on opa.port?",
             ) from None
         if not isinstance(answer, dict) or "result" not in answer:
@@ -103,6 +126,7 @@ class OpaEngine:
                 f"OPA returned no result for {rule}: the policy package/rule path is wrong or the bundle is not loaded",
                 hint="check the opa service mounts policy-bundle (run `swiftdeploy init` to write it)",
             )
+        self._check_revision(answer.get("provenance"))
         try:
             return parse_decision(answer["result"], domain=domain, engine="opa", input=input)
         except InvalidDecision as exc:
@@ -111,34 +135,82 @@ class OpaEngine:
                 hint="the policies OPA serves differ from swiftdeploy's; run `swiftdeploy init` and restart opa",
             ) from exc
 
-    def _send(self, method: str, path: str, *, what: str, **kwargs: Any):
+    def _check_revision(self, provenance: Any) -> None:
+        if self.expect_revision is None:
+            return
+        bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
+        revisions = sorted(
+            str(b.get("revision")) for b in (bundles or {}).values() if isinstance(b, dict) and "revision" in b
+        )
+        if revisions != [self.expect_revision]:
+            served = ", ".join(revisions) or "no bundle revision"
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.url} decided with bundle revision {served}, but the manifest's policy-bundle/ is "
+                f"revision {self.expect_revision}",
+                hint="the policies or thresholds changed since OPA loaded them: run `swiftdeploy deploy` "
+                "(it reloads OPA) before asking again",
+            )
+
+    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> tuple[int, str]:
+        """(status, body) of one request, bounded as a whole by `timeout` (a worker thread does the I/O; when it
+        is still busy at the deadline the request counts as unanswered)."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with self._client.stream(method, path, **kwargs) as response:
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_BODY:
+                            raise _TooLarge
+                    outcome["answer"] = (response.status_code, body.decode("utf-8", "replace"))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name="opa-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive() or "error" in outcome and _is_timeout(outcome["error"]):
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.url} did not answer {what} within {self.timeout:g} s (opa.timeout, the whole request)",
+                hint="OPA is overloaded or stuck; check it, or raise opa.timeout in the manifest",
+            )
+        if "answer" in outcome:
+            return outcome["answer"]
+        raise self._failure(outcome.get("error"), what) from outcome.get("error")
+
+    def _failure(self, exc: BaseException | None, what: str) -> PolicyEngineUnavailable:
         import httpx
 
-        try:
-            return self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise PolicyEngineUnavailable(
-                f"OPA at {self.url} did not answer {what} within {self.timeout:g} s ({type(exc).__name__})",
-                hint="OPA is overloaded or stuck; check it, or raise opa.timeout in the manifest",
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise PolicyEngineUnavailable(
-                f"cannot connect to OPA at {self.url} for {what}: {exc or 'connection refused'}",
-                hint="start it (`swiftdeploy deploy` runs the opa service) or set policy.engine: embedded",
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise PolicyEngineUnavailable(
-                f"request to OPA at {self.url} for {what} failed: {type(exc).__name__}: {exc}",
-                hint="check that OPA is running and reachable on 127.0.0.1",
-            ) from exc
+        if isinstance(exc, _TooLarge):
+            return PolicyEngineUnavailable(
+                f"OPA at {self.url} answered {what} with more than {MAX_BODY} bytes",
+                hint="is something other than OPA listening on opa.port?",
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return PolicyEngineUnavailable(
+                f"OPA at {self.url} is unreachable for {what}: {exc or 'connection refused'}",
+                hint="start it (`swiftdeploy deploy` runs the stack's OPA service) or set policy.engine: embedded",
+            )
+        return PolicyEngineUnavailable(
+            f"request to OPA at {self.url} for {what} failed: {type(exc).__name__}: {exc}",
+            hint="check that OPA is running and reachable on 127.0.0.1",
+        )
 
 
-def rego_fault(response: Any) -> str | None:
-    """The Rego evaluation errors (`eval_*` codes: conflicts, builtin and type errors) of an OPA error answer, one
-    `file:row:col: code: message` line each; None when the answer is not about the policy's own evaluation."""
+def _is_timeout(exc: BaseException) -> bool:
+    import httpx
+
+    return isinstance(exc, httpx.TimeoutException)
+
+
+def rego_fault(text: str) -> str | None:
+    """The Rego evaluation errors (`eval_*` codes: conflicts, builtin and type errors) of an OPA error answer's
+    body, one `file:row:col: code: message` line each; None when the answer is not about the policy's evaluation."""
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(text)
+    except ValueError:
         return None
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):

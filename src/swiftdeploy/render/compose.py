@@ -2,7 +2,8 @@
 
 Services: the stable app, `<name>-canary` only in canary mode, nginx, and OPA when the policy engine may use a
 server (engine `opa` or `auto`). Apps are never published (`expose` only); nginx publishes the public port and the
-admin port on 127.0.0.1; OPA is published on 127.0.0.1 only.
+admin port on 127.0.0.1. OPA is on no compose network at all: it runs in the host's network namespace and listens
+on the host's 127.0.0.1:<opa.port> only, so neither the app nor nginx (nor any container) can reach it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ APP_USER = "10001:10001"
 NGINX_USER = "101:101"
 OPA_USER = "1000:1000"
 LOG_DIR = "/var/log/app"
-OPA_CONTAINER_PORT = 8181
+OPA_BUNDLE_MOUNT = "/policy-bundle"
 NGINX_SERVICE = "nginx"
 OPA_SERVICE = "opa"
 # nginx.conf is bind-mounted read-only at NGINX_CONF_MOUNT, and nginx runs a copy at NGINX_LIVE_CONF on the tmpfs.
@@ -70,17 +71,18 @@ def render_compose(m: Manifest) -> str:
     return "".join(out)
 
 
-def _hardening(m: Manifest, user: str) -> list[str]:
-    return [
+def _hardening(m: Manifest, user: str, *, networks: bool = True) -> list[str]:
+    lines = [
         f"    user: {yaml_quote(user)}\n",
         f"    restart: {yaml_quote(m.services.restart_policy)}\n",
         "    cap_drop:\n",
         f"      - {yaml_quote('ALL')}\n",
         "    security_opt:\n",
         f"      - {yaml_quote('no-new-privileges:true')}\n",
-        "    networks:\n",
-        f"      - {yaml_quote(m.network.name)}\n",
     ]
+    if networks:
+        lines += ["    networks:\n", f"      - {yaml_quote(m.network.name)}\n"]
+    return lines
 
 
 def _app(m: Manifest, name: str, image: str, version: str, mode: str) -> list[str]:
@@ -133,16 +135,20 @@ def _nginx(m: Manifest) -> list[str]:
 
 
 def _opa(m: Manifest) -> list[str]:
+    """OPA shares no network with the app or nginx: it runs in the host's network namespace, listening on the
+    host's 127.0.0.1 only (`--addr`), so no container can reach it and only the host's own processes can - and its
+    authorization policy lets those only ask decisions (policy/server.py, policy/bundle.py)."""
+    from ..policy.server import server_args
+
     # --watch: `swiftdeploy init` rewrites policy-bundle/ (e.g. a threshold override); OPA reloads it by itself.
-    command = ["run", "--server", "--watch", f"--addr=0.0.0.0:{OPA_CONTAINER_PORT}", "/policies"]
+    command = server_args(f"127.0.0.1:{m.opa.port}", OPA_BUNDLE_MOUNT, watch=True)
     return [
         f"  {OPA_SERVICE}:\n",
         f"    image: {yaml_quote(m.opa.image)}\n",
         f"    command: {yaml_flow_list(command)}\n",
-        "    ports:\n",
-        f"      - {yaml_quote(f'127.0.0.1:{m.opa.port}:{OPA_CONTAINER_PORT}')}\n",
+        f"    network_mode: {yaml_quote('host')}\n",
         "    volumes:\n",
-        f"      - {yaml_quote('./policy-bundle:/policies:ro')}\n",
+        f"      - {yaml_quote(f'./policy-bundle:{OPA_BUNDLE_MOUNT}:ro')}\n",
         "    read_only: true\n",
-        *_hardening(m, OPA_USER),
+        *_hardening(m, OPA_USER, networks=False),
     ]

@@ -30,6 +30,7 @@ __all__ = [
     "port_claims",
     "runtime_spec",
     "service_of",
+    "stack_runs_opa",
     "wait_until_healthy",
 ]
 
@@ -48,9 +49,10 @@ class RuntimeSpec:
     # host: nginx runs on this host from its own variant in the state folder (NginxTarget.local: 127.0.0.1 ports),
     # which validate `nginx -t`s as well.
     nginx: Literal["container", "host"]
-    # The stack runs an OPA server at 127.0.0.1:<opa.port> when the engine may use one: policy.engine `auto` asks
-    # it first, deploy starts it before the first gate, validate checks its port is free.
-    opa_service: bool
+    # Whether the stack runs an OPA server at 127.0.0.1:<opa.port> (policy.engine `auto` asks it first, deploy
+    # starts it before the first gate, validate checks its port is free): "always" (an OPA service of the stack) or
+    # "with-binary" (a supervised process, when an OPA binary is found: policy/server.py's find_binary).
+    opa_service: Literal["always", "with-binary"]
     public_host: str  # the host address nginx's public port is bound on (compose publishes on every interface)
 
 
@@ -58,8 +60,8 @@ class RuntimeSpec:
 RUNTIMES: dict[str, RuntimeSpec] = {
     spec.name: spec
     for spec in (
-        RuntimeSpec("docker", "compose", ".docker:DockerRuntime", "images", "container", True, "0.0.0.0"),
-        RuntimeSpec("local", "processes", ".local:LocalRuntime", "command", "host", False, "127.0.0.1"),
+        RuntimeSpec("docker", "compose", ".docker:DockerRuntime", "images", "container", "always", "0.0.0.0"),
+        RuntimeSpec("local", "processes", ".local:LocalRuntime", "command", "host", "with-binary", "127.0.0.1"),
     )
 }
 
@@ -67,6 +69,15 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 def runtime_spec(m: Manifest) -> RuntimeSpec:
     """The spec of the runtime the manifest names (the model accepts only names in RUNTIMES)."""
     return RUNTIMES[m.runtime]
+
+
+def stack_runs_opa(m: Manifest) -> bool:
+    """Whether a deploy of `m` runs an OPA server (RuntimeSpec.opa_service), whatever policy.engine says."""
+    if runtime_spec(m).opa_service == "always":
+        return True
+    from ..policy.server import find_binary
+
+    return find_binary(m) is not None
 
 
 def get_runtime(m: Manifest) -> Runtime:
@@ -89,16 +100,17 @@ class PortClaim:
     must_be_free: bool = True
 
 
-def port_claims(m: Manifest) -> list[PortClaim]:
+def port_claims(m: Manifest, *, probe: bool = True) -> list[PortClaim]:
     """The port rules: every host port a deploy of `m` listens on or talks to. The manifest model keeps their
-    numbers distinct; validate binds the `must_be_free` ones."""
+    numbers distinct (with probe=False: it looks for no OPA binary, so `must_be_free` of a "with-binary" OPA
+    port is False there); validate binds the `must_be_free` ones."""
     spec = runtime_spec(m)
     claims = [
         PortClaim("nginx.port", "public", spec.public_host, m.nginx.port),
         PortClaim("nginx.admin_port", "admin", "127.0.0.1", m.nginx.admin_port),
     ]
     if m.policy.engine != "embedded":
-        claims.append(PortClaim("opa.port", "opa", "127.0.0.1", m.opa.port, must_be_free=spec.opa_service))
+        claims.append(PortClaim("opa.port", "opa", "127.0.0.1", m.opa.port, must_be_free=probe and stack_runs_opa(m)))
     if spec.apps == "command":
         # Not bound by validate: deploy itself refuses a taken services.port naming its holder, and the canary
         # falls back to a free port.

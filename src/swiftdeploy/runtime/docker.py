@@ -347,8 +347,12 @@ class DockerRuntime:
         with OpaEngine(opa_url(m.opa.port), timeout=m.opa.timeout) as opa:
             try:
                 opa.wait_healthy(timeout)
-            except PolicyEngineUnavailable:
+            except PolicyEngineUnavailable as exc:
                 if m.policy.engine == "opa":
+                    # OPA's own words (a bundle it refuses, a port it cannot bind) from the container's log.
+                    logs = self.logs_tail(m, OPA_SERVICE, 8)
+                    if logs:
+                        exc.message += "\n  opa logs:\n" + "\n".join(f"    {line[:300]}" for line in logs)
                     raise
                 progress("OPA does not answer /health: policy.engine auto uses the embedded engine")
 

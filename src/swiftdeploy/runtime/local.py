@@ -8,6 +8,8 @@
   Config changes: write a candidate file, `nginx -t` it, rename it in place, SIGHUP the master (graceful reload).
 - Restarting a running stable app (promotion) is blue/green: the new process starts on another port, nginx is
   switched to it, then the old one is stopped, so no public request is refused.
+- OPA (policy.engine opa, or auto with an OPA binary): `opa run --server` on 127.0.0.1:<opa.port> with the
+  generated bundle, started before the first gate of a deploy (runtime/opa_service.py).
 
 State, all under m.state_dir: pids/<service>.json (pid, create time, argv, port), logs/<service>.log,
 nginx/nginx.conf, nginx/tmp, logs/nginx-{error,access}.log.
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
 
 NGINX = "nginx"
+OPA = "opa"  # runtime/opa_service.py
 
 
 def find_nginx() -> str:
@@ -189,8 +192,10 @@ class LocalRuntime:
     # --- policy engine ---------------------------------------------------------------------------------------
 
     def start_policy_engine(self, m: Manifest, *, timeout: float = 30.0, progress: Progress = _noop) -> None:
-        """The local runtime runs no OPA server (its RuntimeSpec says opa_service=False): `auto` uses the embedded
-        engine, `opa` asks the OPA the person runs at 127.0.0.1:<opa.port> themselves."""
+        """OPA as a supervised process beside the apps and nginx (runtime/opa_service.py)."""
+        from . import opa_service
+
+        opa_service.start(self, m, timeout=timeout, progress=progress)
 
     # --- tracks ------------------------------------------------------------------------------------------------
 
@@ -402,7 +407,7 @@ class LocalRuntime:
 
     def health(self, m: Manifest) -> dict[str, ServiceHealth]:
         result: dict[str, ServiceHealth] = {}
-        services = [service_of(m, "stable"), m.canary_name, NGINX]
+        services = [service_of(m, "stable"), m.canary_name, NGINX, OPA]
         for service in services:
             rec = self.record(m, service)
             if rec is None:
@@ -415,6 +420,8 @@ class LocalRuntime:
             url = (
                 f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz"
                 if service == NGINX
+                else f"http://127.0.0.1:{rec.port}/health"
+                if service == OPA
                 else f"http://127.0.0.1:{rec.port}/healthz"
             )
             healthy, detail = _health_answer(url)
