@@ -292,7 +292,7 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
     notes = []
     for s in services:
         state = f"[{'green' if s.state == 'running' else 'dim' if s.state == 'absent' else 'bold red'}]{s.state}[/]"
-        health = f"[{_HEALTH_STYLE.get(s.health, 'dim')}]{escape(s.health)}[/]"
+        health = f"[{_HEALTH_STYLE.get(s.health, 'dim')}]{escape(s.health if s.health != '-' else '–')}[/]"
         where = str(s.pid) if s.pid else escape(s.container or "–")
         ports = ", ".join(str(p) for p in s.ports) or "–"
         uptime = _uptime(s.uptime_seconds) if s.uptime_seconds is not None else "–"
