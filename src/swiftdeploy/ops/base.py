@@ -175,7 +175,8 @@ class Operation:
         return interrupted
 
     def _manifest_now(self) -> tuple[bool | None, str]:
-        """(changed since the operation loaded it; None when unreadable, what to say about it)."""
+        """(whether the manifest changed since the operation loaded it, None when it cannot be read; the words for
+        the line: how it changed, and whether the generated files still match it)."""
         from .. import generate
         from ..manifest import load_manifest
 
