@@ -256,21 +256,22 @@ def _example_values(text: str, names: set[str]) -> dict[str, Any]:
 
 
 def cli_doc() -> str:
-    import typer.main
     from typer import _click as click
 
-    from swiftdeploy.cli import app  # built-in commands only: plugins load in cli.run, never here
+    from swiftdeploy.cli import build_command  # built-in commands only: plugins load in cli.run, never here
 
-    root = typer.main.get_command(app)
+    root = build_command()
     _plain(root)
     intro = [
         GENERATED.format(source="the commands' --help (src/swiftdeploy/cli/)"),
         "",
         "# Command reference",
         "",
-        "Every command's `--help`. Global options go before the command: `swiftdeploy -m path/manifest.yaml deploy`.",
+        "Every command's `--help`. `-m/--manifest` goes before or after the command: `swiftdeploy -m x.yaml deploy`",
+        "or `swiftdeploy deploy -m x.yaml`; `--version` and the shell completion options go before it.",
         "Exit codes everywhere: 0 ok, 1 operation failed, 2 invalid input, 3 blocked by policy, 4 policy engine",
-        "unavailable (see [operations.md](operations.md)). Read commands take `--json` (JSON only on stdout).",
+        "unavailable (see [operations.md](operations.md)), 130 interrupted (Ctrl-C). Every command that reads or acts",
+        "takes `--json`: JSON only on stdout, also on failure (the error with its `exit_code`).",
         "Plugins add command groups of their own (`swiftdeploy plugins`, [plugins.md](plugins.md)).",
         "",
     ]

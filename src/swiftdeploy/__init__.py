@@ -31,6 +31,7 @@ from .errors import (
     LockHeld,
     ManifestError,
     OperationFailed,
+    OperationInterrupted,
     PolicyBlocked,
     PolicyEngineUnavailable,
     PolicyError,
@@ -117,6 +118,7 @@ __all__ = [
     # errors
     "SwiftDeployError",
     "OperationFailed",
+    "OperationInterrupted",
     "DriftDetected",
     "LockHeld",
     "RuntimeUnavailable",

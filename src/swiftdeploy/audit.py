@@ -147,7 +147,7 @@ class AuditReport:
             self._status(record, ts, moment)
             return
         self.timeline_total += 1
-        self.timeline.append((ts, event, _details(record)))
+        self.timeline.append((ts, event, describe_record(record)))
         if ("mode_to" in record or "mode_from" in record) and record.get("mode_from") != record.get("mode_to"):
             self.mode_changes_total += 1
             self.mode_changes.append(
@@ -304,12 +304,13 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         [
             "Deploys",
             f"{deploys} started: {ev['deploy_succeeded']} succeeded, {ev['deploy_blocked']} blocked, "
-            f"{ev['deploy_failed']} failed",
+            f"{ev['deploy_failed']} failed" + _interrupted(ev["deploy_interrupted"]),
         ],
         [
             "Promotions",
             f"{sum(r.promotions.values())} succeeded (to canary {r.promotions['canary']}, to stable "
-            f"{r.promotions['stable']}), {ev['promote_blocked']} blocked, {ev['promote_failed']} failed",
+            f"{r.promotions['stable']}), {ev['promote_blocked']} blocked, {ev['promote_failed']} failed"
+            + _interrupted(ev["promote_interrupted"]),
         ],
         ["Blocks by policy", f"{blocks} ({ev['deploy_blocked']} deploy, {ev['promote_blocked']} promote)"],
         ["Policy decisions", f"{ev['policy_decision']} ({verdicts})"],
@@ -469,8 +470,14 @@ def _engines(r: AuditReport) -> str:
     )
 
 
-def _details(record: dict[str, Any]) -> str:
-    """One readable line for the timeline: the known fields first, then other scalars, truncated."""
+def _interrupted(count: int) -> str:
+    """ ", 1 interrupted" (Ctrl-C closed the start), nothing when none was: older reports read the same."""
+    return f", {count} interrupted" if count else ""
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """One readable line for the timeline (and `swiftdeploy history`): the known fields first, then other scalars,
+    truncated."""
     event = record["event"]
     parts: list[str] = []
     if event == "policy_decision":

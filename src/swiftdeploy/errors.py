@@ -15,6 +15,9 @@ class SwiftDeployError(Exception):
     """Base class. Exit code 1: the operation failed."""
 
     exit_code = 1
+    # The OpResult of the lifecycle operation that raised it, as far as it got (set by ops.base.Operation), so a
+    # `--json` answer on failure still says what was decided and written; None outside an operation.
+    result: Any = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -83,3 +86,19 @@ class PolicyEngineUnavailable(SwiftDeployError):
     """Exit 4: the policy engine could not answer. Fail closed: this never means allow."""
 
     exit_code = 4
+
+
+class OperationInterrupted(KeyboardInterrupt):
+    """Exit 130: Ctrl-C stopped a lifecycle operation. A KeyboardInterrupt (so `except Exception` in a script never
+    swallows Ctrl-C), carrying one line saying what was stopped and what was left as it was (`message`); the
+    operation recorded its `<operation>_interrupted` history event (docs/history.md)."""
+
+    exit_code = EXIT_INTERRUPTED
+    result: Any = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -34,17 +34,19 @@ from .errors import InvalidInput, OperationFailed
 # The event vocabulary: every record's `event` is one of these (docs/history.md lists exactly these, with their
 # fields; a test compares the two; the contract: docs/contracts.md#history-records). `append` refuses any other
 # name: a new event is added here and documented there.
-# Failures are always `<operation>_failed`, policy refusals `<operation>_blocked`.
+# Failures are always `<operation>_failed`, policy refusals `<operation>_blocked`, Ctrl-C `<operation>_interrupted`.
 EVENTS = (
     "init",
     "deploy_started",
     "deploy_blocked",
     "deploy_succeeded",
     "deploy_failed",
+    "deploy_interrupted",
     "promote_started",
     "promote_blocked",
     "promote_succeeded",
     "promote_failed",
+    "promote_interrupted",
     "rollback",
     "rollback_failed",
     "teardown",

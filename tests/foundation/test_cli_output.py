@@ -1,8 +1,10 @@
 """cli/output.py: one console pair per command run, the error line on a real terminal with and without NO_COLOR,
-a blocked gate that prints every violation once, and `--help` without a type on plain flags."""
+a blocked gate and a validate failure that print every violation/problem once, `--help` without a type on plain
+flags, no wrapping off a terminal, shell completion, and `-m` accepted after the command."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -76,7 +78,10 @@ def test_a_blocked_gate_prints_every_violation_once(manifests, capsys) -> None:
 
 
 def test_help_shows_no_type_on_plain_flags(capsys) -> None:
-    for argv in (["--help"], ["deploy", "--help"], ["status", "--help"], ["policy", "eval", "--help"]):
+    commands = (["--help"], ["deploy", "--help"], ["status", "--help"], ["policy", "eval", "--help"],
+                ["ps", "--help"], ["logs", "--help"], ["history", "--help"], ["lock", "release", "--help"],
+                ["promote", "stable", "--help"], ["chaos", "recover", "--help"])  # fmt: skip
+    for argv in commands:
         assert run(argv) == 0
         text = capsys.readouterr().out
         assert "<bool>" not in text and "--help" in text, argv
@@ -96,3 +101,81 @@ def test_help_and_command_modules_load_no_rich() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [0, []]
+
+
+def _piped(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script with stdout and stderr on pipes, as in CI or `make demo > log`: no COLUMNS, no TTY."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    return subprocess.run([str(SWIFTDEPLOY), *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+@pytest.mark.skipif(not SWIFTDEPLOY.exists(), reason="console script not installed")
+def test_output_off_a_terminal_is_not_wrapped(manifests) -> None:
+    path = manifests.write("services: {image: demo:1, port: 3000}\nruntime: local\npolicy: {engine: embedded}\n")
+    done = _piped(["validate"], path.parent)  # the generated files are missing: one long detail, one long fix
+    assert done.returncode == 1, done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if "generated files fresh" in line]
+    for name in ("docker-compose.yml", "nginx.conf", "policy-bundle/data.json", "policy-bundle/infrastructure.rego"):
+        assert f"{name} (missing)" in row, done.stdout  # every cell on its one line, none folded at 80 columns
+    assert "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)" in row
+    assert len(row) > 120
+    (error,) = done.stderr.splitlines()
+    assert error == "error: 1 check failed: generated files fresh (see the fix column)"
+
+
+def test_long_text_is_one_line_off_a_terminal(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    output.reset()
+    sentence = "a sentence well past eighty columns, " * 6
+    output.out().print(sentence.strip())
+    output.warning(sentence.strip())
+    captured = capsys.readouterr()
+    assert captured.out == sentence.strip() + "\n"
+    assert captured.err == "warning: " + sentence.strip() + "\n"
+
+
+def test_a_validate_failure_prints_each_problem_once(manifests, capsys) -> None:
+    path = manifests.write("services: {image: demo:1, port: 3000, nme: x, prot: 1}\nruntime: local\n")
+    assert run(["-m", str(path), "validate"]) == 2
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    for problem in ("services.nme: unknown field", "services.prot: unknown field"):
+        assert both.count(problem) == 1, both
+    assert captured.err.startswith("error: ") and "shown above" in captured.err
+    # --json: the problems are in the JSON on stdout, and the error line on stderr names them too
+    assert run(["-m", str(path), "validate", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "services.nme: unknown field" in captured.err and "services.nme" in captured.out
+
+
+@pytest.mark.skipif(not SWIFTDEPLOY.exists(), reason="console script not installed")
+def test_shell_completion(tmp_path) -> None:
+    script = _piped(["--show-completion", "bash"], tmp_path)
+    assert script.returncode == 0 and "_SWIFTDEPLOY_COMPLETE=complete_bash" in script.stdout, script.stderr
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_SWIFTDEPLOY_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        done = subprocess.run([str(SWIFTDEPLOY)], capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("swiftdeploy pr", 1) == ["promote"]
+    assert complete("swiftdeploy lock ", 2) == ["status", "release"]
+    assert "--manifest" in complete("swiftdeploy deploy --", 2)  # -m after the command completes too
+    assert "--install-completion" in _piped(["--help"], tmp_path).stdout
+
+
+def test_manifest_option_after_the_command_is_the_same_option(manifests, capsys) -> None:
+    path = manifests.write("services: {image: demo:1, port: 3000}\nruntime: local\n")
+    assert run(["schema", "-m", str(path)]) == 0
+    capsys.readouterr()
+    for argv in (["history", "-m", str(path), "--json"], ["-m", str(path), "history", "--json"],
+                 ["-m", "/nowhere.yaml", "history", "--manifest", str(path), "--json"]):  # fmt: skip
+        assert run(argv) == 0, argv
+        assert json.loads(capsys.readouterr().out)["history"] == str(path.parent / "history.jsonl")
+    assert run(["history", "-m", str(path.parent / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    # one definition: every command's --help shows the root's flags and text
+    assert run(["promote", "canary", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "-m, --manifest <path> Path of manifest.yaml (before or after the command)." in shown

@@ -510,3 +510,117 @@ def test_policy_engine_embedded_starts_nothing(tmp_path):
     recorder = Recorder()
     runtime(FakeClient(), recorder).start_policy_engine(_opa_manifest(tmp_path, "embedded", free_port()))
     assert recorder.calls == []
+
+
+# --- ps and logs on docker: the engine's containers (SDK) and `docker compose logs` -------------------------------
+
+
+def _running(service, env=(), ports=None, started="2024-05-01T11:59:50.123456789Z", **kwargs):
+    container = FakeContainer(service, **kwargs)
+    container.attrs["Config"] = {"Env": ["PATH=/usr/bin", *env]}
+    container.attrs["NetworkSettings"] = {"Ports": ports or {}}
+    container.attrs["State"]["StartedAt"] = started
+    return container
+
+
+def test_ps_on_docker_reads_the_engine(manifest):
+    from datetime import UTC, datetime
+
+    client = FakeClient(
+        containers=[
+            _running("api", env=["APP_VERSION=1.0", "MODE=stable"]),
+            _running(
+                "nginx",
+                health=None,
+                ports={
+                    "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                    "8081/tcp": None,
+                    "9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8081"}],
+                },
+            ),  # fmt: skip
+            _running("opa", running=False, health=None, exit_code=1),
+            _running("api-canary", env=["APP_VERSION=2.0"], health="starting"),  # left over: still listed
+        ]
+    )
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    found = {s.service: s for s in rt.container_services(client, manifest, now=now)}
+    assert list(found) == ["api", "nginx", "opa", "api-canary"]  # the expected ones first (opa: engine auto)
+    api, nginx, opa, canary = found.values()
+    assert (api.role, api.state, api.health, api.version) == ("stable", "running", "healthy", "1.0")
+    assert api.container == "swiftdeploy-api-api-1" and api.pid is None and 9.8 < api.uptime_seconds < 9.9
+    assert (nginx.role, nginx.health, nginx.ports, nginx.version) == ("proxy", "no healthcheck", [8080, 8081], None)
+    assert (opa.role, opa.state, opa.health, opa.uptime_seconds) == ("policy engine", "exited", "-", None)
+    assert "exit code 1" in opa.detail
+    assert (canary.role, canary.health, canary.version) == ("canary", "starting", "2.0")
+    assert client.containers.calls == [{"all": True, "filters": {"label": f"{rt.PROJECT_LABEL}=swiftdeploy-api"}}]
+
+    # nothing runs: what the manifest expects, absent
+    empty = rt.DockerRuntime(client_factory=lambda: FakeClient(), compose=COMPOSE, run=Recorder()).services(manifest)
+    assert [(s.service, s.state, s.detail) for s in empty] == [
+        ("api", "absent", "no container"), ("nginx", "absent", "no container"), ("opa", "absent", "no container"),
+    ]  # fmt: skip
+
+
+def test_logs_command_lines_are_exact(tmp_path):
+    base = rt.compose_base(COMPOSE, "swiftdeploy-api", tmp_path / "docker-compose.yml")
+    assert rt.logs_view_argv(base, ["api"], 100, False) == [*base, "logs", "--no-color", "--tail", "100",
+                                                            "--no-log-prefix", "api"]  # fmt: skip
+    assert rt.logs_view_argv(base, [], 5, True) == [*base, "logs", "--no-color", "--tail", "5", "--follow"]
+    assert rt.logs_view_argv(base, ["api", "nginx"], 0, True)[-3:] == ["--follow", "api", "nginx"]
+
+
+class FakeStream:
+    """Stands in for the Popen of `docker compose logs --follow`: its lines, then its exit code."""
+
+    def __init__(self, lines, code=0):
+        self.stdout = iter(lines)
+        self.code = code
+        self.returncode = None
+        self.terminated = False
+        self.argv = None
+
+    def __call__(self, argv, **kwargs):
+        self.argv, self.kwargs = argv, kwargs
+        return self
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        self.returncode = self.code if not self.terminated else -15
+        return self.returncode
+
+    def terminate(self):
+        self.terminated = True
+
+    def kill(self):
+        self.terminated = True
+
+
+def test_logs_on_docker_run_compose_logs(manifest):
+    rec = Recorder(stdout="api-1  | started\nnginx-1  | GET /\n")
+    r = rt.DockerRuntime(client_factory=lambda: FakeClient(), compose=COMPOSE, run=rec)
+    lines = list(r.logs(manifest, [], tail=20))
+    assert [(x.text, x.source) for x in lines] == [("api-1  | started", None), ("nginx-1  | GET /", None)]
+    assert rec.calls == [rt.logs_view_argv(_base(manifest), [], 20, False)]
+
+    stream = FakeStream(["one\n", "two\n", "three\n"])
+    r = rt.DockerRuntime(client_factory=lambda: FakeClient(), compose=COMPOSE, run=Recorder(), popen=stream)
+    follow = r.logs(manifest, ["api"], tail=0, follow=True)
+    assert [next(follow).text, next(follow).text] == ["one", "two"]
+    assert stream.argv == rt.logs_view_argv(_base(manifest), ["api"], 0, True)
+    assert stream.kwargs["stderr"] == subprocess.STDOUT
+    follow.close()  # Ctrl-C in the CLI closes the stream: compose is stopped, not left running
+    assert stream.terminated
+
+    failing = FakeStream(["no such service: db\n"], code=1)
+    r = rt.DockerRuntime(client_factory=lambda: FakeClient(), compose=COMPOSE, run=Recorder(), popen=failing)
+    with pytest.raises(OperationFailed, match="exited with code 1"):
+        list(r.logs(manifest, ["db"], follow=True))
+
+    # no engine: said before compose runs
+    rec = Recorder()
+    r = runtime(FakeClient(ping_error=DockerException("connection refused")), rec)
+    with pytest.raises(RuntimeUnavailable, match="no Docker engine answers"):
+        list(r.logs(manifest, ["api"]))
+    assert rec.calls == []

@@ -1,11 +1,12 @@
 """Process supervision of the local runtime, on real processes: group stop, SIGKILL after the grace period,
-processes that died on their own, and pid reuse."""
+processes that died on their own, and pid reuse; reading and following log files (`swiftdeploy logs`)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -111,3 +112,37 @@ def _alive(pid):
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_tail_reads_back_as_far_as_it_needs(tmp_path):
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {i} " + "x" * 200 + "\n" for i in range(2000)))  # ~420 KB
+    assert procs.tail(log, 3) == [f"line {i} " + "x" * 200 for i in (1997, 1998, 1999)]
+    lines = procs.tail(log, 1500, max_bytes=8 * 1024 * 1024)  # more than the old fixed 64 KiB window held
+    assert len(lines) == 1500 and lines[0].startswith("line 500 ")
+    assert len(procs.tail(log, 1500, max_bytes=64 * 1024)) < 400  # the bound holds
+    assert procs.tail(tmp_path / "missing.log", 5) == []
+
+
+def test_follow_prints_new_lines_truncation_and_partial_lines(tmp_path):
+    log, other = tmp_path / "app.log", tmp_path / "nginx-access.log"
+    log.write_text("one\ntwo\nthree\n")
+    stop = threading.Event()
+    lines = procs.follow([log, other], tail=2, poll=0.01, stop=stop)  # `other` does not exist yet
+    assert [next(lines), next(lines)] == [(log, "two"), (log, "three")]
+    with log.open("a") as handle:
+        handle.write("four\npar")
+    assert next(lines) == (log, "four")
+    with log.open("a") as handle:
+        handle.write("tial\n")
+    assert next(lines) == (log, "partial")  # a line is printed once it is complete
+    other.write_text("GET /\n")
+    assert next(lines) == (other, "GET /")
+    log.write_text("fresh\n")  # truncated (a new run, logrotate copytruncate): read again from its start
+    assert next(lines) == (log, "fresh")
+    fresh = tmp_path / "app.log.new"
+    fresh.write_text("replaced, a longer first line\n")
+    os.replace(fresh, log)  # a new file under the same name (logrotate's create mode)
+    assert next(lines) == (log, "replaced, a longer first line")
+    stop.set()
+    assert list(lines) == []

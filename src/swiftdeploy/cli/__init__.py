@@ -6,22 +6,31 @@ stdlib at top level so `swiftdeploy --help` stays fast. The library side of each
 docs/architecture.md ("Commands").
 
 `run` maps every SwiftDeployError to its exit code and one `error:` line on stderr (a traceback only with
-SWIFTDEPLOY_DEBUG=1).
+SWIFTDEPLOY_DEBUG=1); Ctrl-C is 130 (a lifecycle operation says what it stopped first: `output.operate`).
+
+`build_command` is the Click command tree of `run` and of docs/cli.md: the Typer app plus `-m/--manifest` on every
+command and group, so the option works after the command too (`swiftdeploy deploy -m x.yaml`). The option is
+defined once, on the root callback (cli/app.py); the others are built from that definition.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from . import (
     audit,
     chaos,
     demo,
     deploy,
+    history,
     init,
+    lock,
+    logs,
     plugins,
     policy,
     promote,
+    ps,
     rollback,
     schema,
     status,
@@ -36,6 +45,9 @@ app.command()(init.init)
 app.command()(validate.validate)
 app.command()(audit.audit)
 app.command()(status.status)
+app.command()(ps.ps)
+app.command()(logs.logs)
+app.command()(history.history)
 app.command("plugins")(plugins.list_plugins)
 app.command()(deploy.deploy)
 app.command()(rollback.rollback)
@@ -45,6 +57,48 @@ app.command()(demo.demo)
 app.add_typer(policy.app, name="policy")
 app.add_typer(promote.app, name="promote")
 app.add_typer(chaos.app, name="chaos")
+app.add_typer(lock.app, name="lock")
+
+
+def build_command() -> Any:
+    """The Click command of the app (as registered now, plugins included once loaded), with the root's
+    `-m/--manifest` accepted by every command and group as well. A later `-m` wins over an earlier one."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    (option,) = [p for p in root.params if p.name == "manifest"]
+
+    def remember(ctx: Any, _param: Any, value: Any) -> None:
+        if value is not None:
+            top = ctx.find_root()
+            top.obj = {**(top.obj or {}), "manifest": value}
+
+    def visit(command: Any) -> None:
+        for sub in getattr(command, "commands", {}).values():
+            taken = {flag for p in sub.params for flag in (*p.opts, *p.secondary_opts)}
+            if not taken & {*option.opts, *option.secondary_opts}:  # a plugin's own -m keeps its meaning
+                sub.params.append(_after_the_command(option, remember))
+            visit(sub)
+
+    visit(root)
+    return root
+
+
+def _after_the_command(option: Any, callback: Any) -> Any:
+    """The root's option (same flags, type and help) as a command's: it stores a value given there in the root
+    context instead of passing a parameter, has no default (absent: the root's value stands) and no envvar (the
+    root reads it)."""
+    import copy
+
+    copied = copy.copy(option)
+    copied.expose_value = False
+    copied.callback = callback
+    copied.default = None
+    copied.envvar = None
+    copied.show_default = False
+    copied.required = False
+    copied.is_eager = False
+    return copied
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +116,7 @@ def run(argv: list[str] | None = None) -> int:
 
     output.reset()  # one pair of consoles per command run
     plugins.load_once(app)  # after the built-in commands registered, so a name clash is seen
-    command = typer.main.get_command(app)
+    command = build_command()
     try:
         result = command.main(args=argv, prog_name="swiftdeploy", standalone_mode=False)
         return result if isinstance(result, int) else 0

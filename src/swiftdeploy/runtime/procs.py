@@ -15,8 +15,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -209,17 +210,88 @@ def stop(record: ProcRecord | None, *, grace: float = 5.0) -> str:
     return "killed"
 
 
-def tail(path: str | Path, n: int = 20) -> list[str]:
-    """Last `n` lines of a log file ([] when missing)."""
+def tail(path: str | Path, n: int = 20, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """Last `n` lines of a log file ([] when missing), reading back from its end at most `max_bytes`."""
+    return _tail_at(path, n, max_bytes)[0]
+
+
+def _tail_at(path: str | Path, n: int, max_bytes: int) -> tuple[list[str], int]:
+    """(last `n` lines, the file's size when read): reads back in blocks until it has n lines or `max_bytes`."""
+    if n <= 0:
+        try:
+            return [], os.stat(path).st_size
+        except OSError:
+            return [], 0
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode("utf-8", "replace")
+            size = handle.seek(0, os.SEEK_END)
+            start, data = size, b""
+            while start > 0 and data.count(b"\n") <= n and size - start < max_bytes:
+                step = min(64 * 1024, start, max_bytes - (size - start))
+                start -= step
+                handle.seek(start)
+                data = handle.read(step) + data
     except OSError:
-        return []
-    return data.splitlines()[-n:]
+        return [], 0
+    return data.decode("utf-8", "replace").splitlines()[-n:], size
+
+
+def follow(
+    paths: Sequence[Path],
+    *,
+    tail: int = 100,
+    poll: float = 0.2,
+    stop: threading.Event | None = None,
+    max_bytes: int = 8 * 1024 * 1024,
+) -> Iterator[tuple[Path, str]]:
+    """(path, line) for the last `tail` lines of each file, then (follow) each line appended to any of them, until
+    `stop` is set or the consumer stops iterating. A file that is truncated or replaced is read again from its
+    start; a missing one is waited for. Reads at most 1 MiB per file and poll; a line longer than 64 KiB is cut."""
+    positions: dict[Path, tuple[int, int | None]] = {}  # path -> (offset read up to, inode)
+    pending: dict[Path, bytes] = {}
+    for path in paths:
+        lines, size = _tail_at(path, tail, max_bytes)
+        for line in lines:
+            yield path, line
+        positions[path] = (size, _inode(path))
+        pending[path] = b""
+    while not (stop is not None and stop.is_set()):
+        for path in paths:
+            offset, inode = positions[path]
+            try:
+                info = os.stat(path)
+            except OSError:
+                positions[path] = (0, None)
+                continue
+            if info.st_ino != inode or info.st_size < offset:
+                offset, pending[path] = 0, b""  # rotated or truncated: the new file from its start
+            if info.st_size > offset:
+                try:
+                    with open(path, "rb") as handle:
+                        handle.seek(offset)
+                        chunk = handle.read(min(info.st_size - offset, 1024 * 1024))
+                except OSError:
+                    continue
+                offset += len(chunk)
+                *complete, rest = (pending[path] + chunk).split(b"\n")
+                if len(rest) > 64 * 1024:
+                    complete.append(rest[: 64 * 1024])
+                    rest = b""
+                pending[path] = rest
+                for raw in complete:
+                    yield path, raw.decode("utf-8", "replace")
+            positions[path] = (offset, info.st_ino)
+        if stop is not None:
+            stop.wait(poll)
+        else:
+            time.sleep(poll)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 # --- ports ---------------------------------------------------------------------------------------------------
