@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import SWIFTDEPLOY, distinct_ports
+from support import SWIFTDEPLOY, app_port_block, distinct_ports
 
 from swiftdeploy.cli import run
 
 
 def _local_manifest(manifests, extra: str = "") -> Path:
-    ports = distinct_ports(3)
+    ports = [app_port_block(), *distinct_ports(2)]
     text = (
         f"services: {{image: demo:1, port: {ports[0]}}}\n"
         f"nginx: {{port: {ports[1]}, admin_port: {ports[2]}}}\n"
@@ -103,7 +104,8 @@ def test_validate_all_green_exit_0(manifests, capsys):
     assert checks[:3] == ["manifest valid", "required fields", "app command"]
     assert "nginx -t (nginx.conf)" in checks and "nginx -t (local runtime variant)" in checks
     assert "generated files fresh" in checks and "policies compile" in checks
-    assert sum(c.startswith("port ") for c in checks) == 2  # public + admin (OPA not deployed, app port flexible)
+    # public + admin + the four app ports (services.port to + 3); OPA is not deployed
+    assert sum(c.startswith("port ") for c in checks) == 6
     assert run(["-m", str(path), "validate"]) == 0  # the table for people
     assert "swiftdeploy validate" in capsys.readouterr().out
 
@@ -122,7 +124,9 @@ def test_validate_stale_files_and_busy_port_exit_1(manifests, capsys):
     assert not rows["generated files fresh"]["ok"] and "swiftdeploy init" in rows["generated files fresh"]["fix"]
     assert "nginx.conf (missing)" in rows["generated files fresh"]["detail"]
     port_row = rows[f"port {admin} free (admin)"]
-    assert not port_row["ok"] and "in use" in port_row["detail"] and "teardown" in port_row["fix"]
+    # the holder is named as deploy names it: the field, the pid and its command line
+    assert not port_row["ok"] and "nginx.admin_port" in port_row["fix"]
+    assert f"port {admin} (nginx.admin_port) is already in use by pid {os.getpid()} (" in port_row["detail"]
     assert "2 checks failed" in captured.err
 
 
