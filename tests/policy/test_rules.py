@@ -26,8 +26,8 @@ def rules(d: Decision) -> set[str]:
 
 
 # (domain, input, expected verdict, expected violated rules) - defaults: disk >= 10 GB, load <= 2.0 per core
-# (HOST has 2 cores: load <= 4), memory <= 90 %, error rate <= 1 %, P99 <= 500 ms, >= 20 requests, +0.5 points / 2x P99 vs stable
-# (the P99 ratio only from a canary P99 of 250 ms).
+# (HOST has 2 cores: load <= 4), memory <= 90 %, error rate <= 1 %, P99 <= 500 ms, >= 20 requests, +0.5 points /
+# 2x P99 vs stable (the P99 ratio only from a canary P99 of 250 ms).
 CASES = [
     ("infrastructure", host(), "allow", set()),
     ("infrastructure", host(disk_free_gb=9.99), "deny", {"disk_free"}),
