@@ -335,9 +335,13 @@ def _nginx_row(name: str, result: NginxTest) -> CheckResult:
 def files_fresh(m: Manifest) -> CheckResult:
     from .generate import plan
 
-    stale = [c for c in plan(m) if c.changed]
+    changes = plan(m)
+    stale = [c for c in changes if c.changed]
     if not stale:
         return CheckResult("generated files fresh", True, f"match the manifest in {m.out_dir}")
+    if all(c.old is None for c in changes):  # a new manifest: deploy writes them, nothing can have drifted
+        detail = f"not generated yet in {m.out_dir} (`swiftdeploy deploy` writes them; `swiftdeploy init` alone)"
+        return CheckResult("generated files fresh", True, detail)
     detail = ", ".join(f"{c.relpath} ({'missing' if c.old is None else 'differs'})" for c in stale)
     fix = "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)"
     return CheckResult("generated files fresh", False, detail, fix)

@@ -19,6 +19,7 @@ from . import (
     demo,
     deploy,
     init,
+    new,
     plugins,
     policy,
     promote,
@@ -31,6 +32,7 @@ from . import (
 )
 from .app import app, debug_enabled
 
+app.command()(new.new)
 app.command()(schema.schema)
 app.command()(init.init)
 app.command()(validate.validate)
