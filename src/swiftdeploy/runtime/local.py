@@ -146,10 +146,11 @@ class LocalRuntime:
         first, second = local_app_ports(m, track)
         port = second if running_on == first else first
         if not procs.port_free(port):
-            field = "services.port" + (f" + {port - m.services.port}" if port != m.services.port else "")
+            offset = port - m.services.port
+            field = f"services.port + {offset}, the {track} app's port" if offset else "services.port"
             raise OperationFailed(
-                procs.describe_port_in_use(port, f"{field}, the {track} app's port"),
-                hint="stop that program, or move every app port by changing services.port (the local runtime uses "
+                procs.describe_port_in_use(port, field),
+                hint="stop that program or change services.port in the manifest (the local runtime uses "
                 "services.port to services.port + 3)",
             )
         return port
