@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from swiftdeploy.errors import ManifestError
 from swiftdeploy.manifest import load_manifest, parse_manifest
 from swiftdeploy.policy.bundle import load_policy_set
 from swiftdeploy.render import NginxTarget, header_text, render_all, render_compose, render_nginx
@@ -268,3 +269,20 @@ def test_restart_no_stays_a_string(manifests, minimal_text):
 def test_built_in_code_manifest_renders(minimal_text):
     m = parse_manifest(minimal_text)  # no file: the header still names its settings
     assert f"(sha256 {m.settings_sha256})" in render_compose(m).splitlines()[0]
+
+
+def test_the_health_path_reaches_every_generated_probe(manifests, minimal_text):
+    m = manifests.load(minimal_text.replace("port: 3000}", "port: 3000, health_path: /health/ready}"))
+    compose = render_compose(m)
+    assert "urlopen('http://127.0.0.1:3000/health/ready', timeout=3)" in compose  # the docker healthcheck
+    assert "/healthz" not in compose
+    nginx = render_nginx(m)
+    assert "location = /stable/healthz {\n            proxy_pass http://stable/health/ready;" in nginx  # admin path
+    assert "proxy_pass http://stable/metrics;" in nginx and "proxy_pass http://stable/chaos;" in nginx
+    with pytest.raises(ManifestError, match=r"services.health_path: 'health\?x=1' is not a valid URL path"):
+        manifests.load(minimal_text.replace("port: 3000}", "port: 3000, health_path: 'health?x=1'}"))
+
+
+def test_each_track_gets_its_image_as_app_image(canary):
+    compose = render_compose(canary)
+    assert compose.count('APP_IMAGE: "swift-deploy-1-node:latest"') == 2  # stable and canary (same image here)
