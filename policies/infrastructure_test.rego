@@ -174,3 +174,101 @@ test_string_input_denies if {
 	d.verdict == "deny"
 	"input" in fields(d)
 }
+
+# --- the per-core CPU rule (the default: max_cpu_load unset) ---
+
+per_core_thresholds := {"min_disk_free_gb": 10, "max_cpu_load_per_core": 2.0, "max_memory_used_percent": 90}
+
+decide_per_core(facts) := d if {
+	d := infrastructure.decision with input as facts with data.swiftdeploy.thresholds as per_core_thresholds
+}
+
+test_per_core_busy_two_core_host_allows if allows(decide_per_core(object.union(healthy, {"cpu_load_1m": 2, "cpu_count": 2})))
+
+test_per_core_equal_allows if allows(decide_per_core(object.union(healthy, {"cpu_load_1m": 4, "cpu_count": 2})))
+
+test_per_core_above_denies if {
+	d := decide_per_core(object.union(healthy, {"cpu_load_1m": 4.02, "cpu_count": 2}))
+	denies_only(d, "cpu_load_per_core")
+	d.violations[0].observed == 2.01
+	d.violations[0].threshold == 2
+	d.violations[0].unit == "load/core"
+	contains(d.violations[0].message, "policy.thresholds.max_cpu_load_per_core")
+}
+
+test_per_core_needs_cpu_count if {
+	d := decide_per_core(object.remove(healthy, ["cpu_count"]))
+	denies_only(d, "input_missing")
+	fields(d) == {"cpu_count"}
+}
+
+test_per_core_zero_cpus_denies if {
+	d := decide_per_core(with_fact("cpu_count", 0))
+	denies_only(d, "input_range")
+	fields(d) == {"cpu_count"}
+}
+
+test_absolute_threshold_replaces_per_core if {
+	# max_cpu_load set: a load of 5 on 1 CPU (5 per core) passes a maximum of 8
+	d := infrastructure.decision with input as object.union(healthy, {"cpu_load_1m": 5, "cpu_count": 1})
+		with data.swiftdeploy.thresholds as object.union(per_core_thresholds, {"max_cpu_load": 8})
+	allows(d)
+}
+
+test_every_host_message_names_its_threshold if {
+	d := decide_per_core({"disk_free_gb": 1, "cpu_load_1m": 90, "cpu_count": 2, "memory_used_percent": 99})
+	rules(d) == {"disk_free", "cpu_load_per_core", "memory_used"}
+	every v in d.violations {
+		contains(v.message, sprintf("policy.thresholds.%s", [{
+			"disk_free": "min_disk_free_gb",
+			"cpu_load_per_core": "max_cpu_load_per_core",
+			"memory_used": "max_memory_used_percent",
+		}[v.rule]]))
+	}
+}
+
+# --- a new release straight onto a running stable ---
+
+release(running, requested) := object.union(healthy, {
+	"running_version": running, "running_image": "api:1",
+	"requested_version": requested, "requested_image": "api:1",
+})
+
+test_same_release_allows if allows(decide(release("1.0.0", "1.0.0")))
+
+test_nothing_running_allows if allows(decide(release(null, "1.1.0")))
+
+test_version_change_denies if {
+	d := decide(release("1.0.0", "1.1.0"))
+	denies_only(d, "direct_version_change")
+	contains(d.violations[0].message, "version 1.0.0 -> 1.1.0")
+	contains(d.violations[0].message, "promote canary")
+	contains(d.violations[0].message, "deploy --direct")
+	contains(d.violations[0].message, "allow_direct_deploy: true")
+}
+
+test_image_change_denies if {
+	d := decide(object.union(release("1.0.0", "1.0.0"), {"requested_image": "api:2"}))
+	denies_only(d, "direct_version_change")
+	contains(d.violations[0].message, "image api:1 -> api:2")
+}
+
+test_direct_flag_allows if allows(decide(object.union(release("1.0.0", "1.1.0"), {"direct": true})))
+
+test_allow_direct_threshold_allows if {
+	d := infrastructure.decision with input as release("1.0.0", "1.1.0")
+		with data.swiftdeploy.thresholds as object.union(thresholds, {"allow_direct_deploy": true})
+	allows(d)
+}
+
+test_allow_direct_threshold_mistyped_denies if {
+	d := infrastructure.decision with input as release("1.0.0", "1.0.0")
+		with data.swiftdeploy.thresholds as object.union(thresholds, {"allow_direct_deploy": "yes"})
+	denies_only(d, "threshold_invalid")
+}
+
+test_release_field_mistyped_denies if {
+	d := decide(object.union(release("1.0.0", "1.0.0"), {"running_version": 1, "direct": "no"}))
+	denies_only(d, "input_type")
+	fields(d) == {"running_version", "direct"}
+}

@@ -60,8 +60,11 @@ def manifest_doc() -> str:
         f"- Text never contains {_forbidden(mtypes)} or control characters (newline, tab, ...): they could break out",
         "  of a YAML scalar or an nginx directive, so they are refused before any generator sees them.",
         "- Durations are seconds (`30`, `2.5`) or a string with a unit: `250ms`, `30s`, `2m`, `1h` (at most 24h).",
-        "- Ports are integers 1-65535 (no strings); the public, admin and (unless the engine is `embedded`) OPA ports",
-        "  must differ, and so must `services.port` under the local runtime.",
+        '- Ports are integers 1-65535 (a quoted `"8080"` is refused: remove the quotes); the public, admin and (unless',
+        "  the engine is `embedded`) OPA ports must differ, and under the local runtime so must the app ports",
+        "  `services.port` to `services.port + 3` ([operations.md](operations.md#ports-on-the-local-runtime)).",
+        "- `swiftdeploy new` writes a commented starter manifest; [your-service.md](your-service.md) says what your",
+        "  own app must provide.",
         "- `output_dir` is relative to the manifest's folder and may not leave it.",
         "",
     ]

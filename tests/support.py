@@ -38,6 +38,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def app_port_block() -> int:
+    """services.port for a local-runtime manifest: it and the next three ports (the local runtime's app ports) are
+    free, outside the ephemeral range client connections use."""
+    from swiftdeploy.runtime.procs import free_port_block
+
+    return free_port_block(4)
+
+
 def distinct_ports(n: int) -> list[int]:
     ports: set[int] = set()
     while len(ports) < n:
@@ -249,9 +257,10 @@ def write_manifest(
     **ports: int,
 ) -> Path:
     """folder/manifest.yaml for a local-runtime stack on free ports (`app_port=`, `public_port=`, `admin_port=`
-    choose one); `thresholds` override the relaxed host thresholds."""
-    public_port, admin_port, app_port = distinct_ports(3)
-    values = {"public_port": public_port, "admin_port": admin_port, "app_port": app_port, **ports}
+    choose one; the app ports are services.port to services.port + 3); `thresholds` override the relaxed host
+    thresholds."""
+    public_port, admin_port = distinct_ports(2)
+    values = {"public_port": public_port, "admin_port": admin_port, "app_port": app_port_block(), **ports}
     command_yaml = ""
     if command is not None:
         command_yaml = "  command: [" + ", ".join(f"'{part}'" for part in command) + "]\n"

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 from .errors import ManifestError, RuntimeUnavailable, SwiftDeployError
 from .runtime import port_claims, runtime_spec
 from .runtime.local import app_argv, find_nginx, preferred_port
-from .runtime.procs import bind_problem
+from .runtime.procs import ProcRecord, bind_problem, describe_port_in_use, is_running, port_holder_pid
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+    from .runtime import Track
 
 NGINX_INSTALL_HINT = "install nginx: `sudo apt-get install -y nginx-light` (Debian/Ubuntu)"
 NGINX_TEST_TIMEOUT = 30.0
@@ -66,7 +67,7 @@ def run_checks(manifest_path: Path) -> Report:
     if runtime_spec(m).apps == "images":
         report.rows += _guard("docker images", lambda: image_checks(m))
     else:
-        report.rows += _guard("app command", lambda: [app_command(m)])
+        report.rows += _guard("app command", lambda: app_commands(m))
     report.rows += port_checks(m)
     report.rows += _guard("nginx -t", lambda: nginx_checks(m))
     report.rows += _guard("generated files fresh", lambda: [files_fresh(m)])
@@ -150,33 +151,43 @@ def image_checks(m: Manifest) -> list[CheckResult]:
     return rows
 
 
-def app_command(m: Manifest) -> CheckResult:
-    argv = app_argv(m)
+def app_commands(m: Manifest) -> list[CheckResult]:
+    """The stable app's command, and the canary's when it has its own (`canary.command`)."""
+    rows = [app_command(m)]
+    if m.canary.command and m.canary_command != m.services.command:
+        rows.append(app_command(m, "canary"))
+    return rows
+
+
+def app_command(m: Manifest, track: Track = "stable") -> CheckResult:
+    argv = app_argv(m, track=track)
+    name, field = ("app command", "services.command") if track == "stable" else ("canary command", "canary.command")
     exe = shutil.which(argv[0]) if os.sep not in argv[0] else (argv[0] if os.access(argv[0], os.X_OK) else None)
     if not exe:
-        return CheckResult(
-            "app command", False, f"{argv[0]!r} is not an executable on PATH", "install it or fix services.command"
-        )
+        return CheckResult(name, False, f"{argv[0]!r} is not an executable on PATH", f"install it or fix {field}")
     module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
     if module is None:
-        return CheckResult("app command", True, f"{exe} is executable (not started)")
+        return CheckResult(name, True, f"{exe} is executable (not started)")
     probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 3)"
     try:
         done = subprocess.run([exe, "-c", probe, module], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return CheckResult("app command", False, f"cannot run {exe}: {exc}", "fix services.command")
+        return CheckResult(name, False, f"cannot run {exe}: {exc}", f"fix {field}")
     if done.returncode != 0:
         why = "not importable" if done.returncode == 3 else (done.stderr.strip().splitlines() or ["failed"])[-1]
-        return CheckResult("app command", False, f"module {module!r} under {exe}: {why}", f"install {module} for {exe}")
-    return CheckResult("app command", True, f"{exe} -m {module}: module importable (not started)")
+        return CheckResult(name, False, f"module {module!r} under {exe}: {why}", f"install {module} for {exe}")
+    return CheckResult(name, True, f"{exe} -m {module}: module importable (not started)")
 
 
 # --- ports ------------------------------------------------------------------------------------------------------
 
 
 def port_checks(m: Manifest) -> list[CheckResult]:
-    """One row per port the runtime's port rules say must be free (`swiftdeploy.runtime.port_claims`)."""
+    """One row per port the runtime's port rules say must be free (`swiftdeploy.runtime.port_claims`). A port held
+    by this deployment's own process (local runtime: a pid file in the state folder) passes; any other holder is
+    named, as deploy names it."""
     rows = []
+    ours = _own_processes(m)
     for claim in port_claims(m):
         if not claim.must_be_free:
             continue
@@ -185,10 +196,34 @@ def port_checks(m: Manifest) -> list[CheckResult]:
         problem = bind_problem(host, port)
         if problem is None:
             rows.append(CheckResult(name, True, f"bound and released {host}:{port}"))
-        else:
-            fix = "stop what listens there (if it is this deployment: `swiftdeploy teardown`) or choose another port"
-            rows.append(CheckResult(name, False, f"{host}:{port}: {problem}", fix))
+            continue
+        holder = port_holder_pid(port) if problem == "in use" else None
+        service = ours.get(_group_of(holder)) if holder is not None else None
+        if service is not None:
+            rows.append(CheckResult(name, True, f"{host}:{port}: in use by this deployment's {service} (pid {holder})"))
+            continue
+        detail = describe_port_in_use(port, claim.field) if problem == "in use" else f"{host}:{port}: {problem}"
+        fix = f"stop that program or change {claim.field.split(' ')[0]} in the manifest"
+        rows.append(CheckResult(name, False, detail, fix))
     return rows
+
+
+def _own_processes(m: Manifest) -> dict[int, str]:
+    """Process group -> service of every live process this deployment started on this host (its pid files)."""
+    folder = m.state_dir / "pids"
+    found: dict[int, str] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        record = ProcRecord.load(path)
+        if record is not None and is_running(record):
+            found[record.pid] = record.name  # each process leads its own session: its pid is its group id
+    return found
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 # --- nginx -t ---------------------------------------------------------------------------------------------------
@@ -300,9 +335,13 @@ def _nginx_row(name: str, result: NginxTest) -> CheckResult:
 def files_fresh(m: Manifest) -> CheckResult:
     from .generate import plan
 
-    stale = [c for c in plan(m) if c.changed]
+    changes = plan(m)
+    stale = [c for c in changes if c.changed]
     if not stale:
         return CheckResult("generated files fresh", True, f"match the manifest in {m.out_dir}")
+    if all(c.old is None for c in changes):  # a new manifest: deploy writes them, nothing can have drifted
+        detail = f"not generated yet in {m.out_dir} (`swiftdeploy deploy` writes them; `swiftdeploy init` alone)"
+        return CheckResult("generated files fresh", True, detail)
     detail = ", ".join(f"{c.relpath} ({'missing' if c.old is None else 'differs'})" for c in stale)
     fix = "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)"
     return CheckResult("generated files fresh", False, detail, fix)

@@ -216,7 +216,7 @@ class StatusCollector:
         )
 
     def _track(self, track: str) -> TrackView:
-        from .metrics import scrape, window
+        from .metrics import excluded_paths, scrape, window
 
         base = self.urls[track].rstrip("/")
         try:
@@ -229,7 +229,7 @@ class StatusCollector:
         self._health(view, base, current)
         previous = self._previous.get(track)
         if previous is not None:
-            view.interval = _figures(window(previous, current))
+            view.interval = _figures(window(previous, current, excluded_paths(self.m)))
         self._previous[track] = current
         # policy window: drop scrapes older than the window, measure from the oldest one left
         kept = self._window[track]
@@ -237,7 +237,7 @@ class StatusCollector:
         while len(kept) > 1 and current.at - kept[0].at > self.window_seconds:
             kept.popleft()
         if len(kept) > 1:
-            view.window = _figures(window(kept[0], current), track_input=True)
+            view.window = _figures(window(kept[0], current, excluded_paths(self.m)), track_input=True)
         if view.interval is not None:
             self._trend_rps[track].append(view.interval["rps"])
             self._trend_p99[track].append(view.interval["p99_ms"] or 0.0)

@@ -2,8 +2,8 @@
 docker-compose.yml (docs/contracts.md#generated-files).
 
 Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 .venv/bin/pytest tests/foundation`.
-The header's sha256 is stored as a placeholder: editing a comment in examples/manifest.yaml changes no golden file
-(test_header_names_manifest_file_and_sha256 checks the real digest).
+The header's sha256 (of the manifest's settings) is stored as a placeholder: a new default value changes no golden
+file either (test_header_names_manifest_file_and_settings_sha256 checks the real digest).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from swiftdeploy.errors import ManifestError
 from swiftdeploy.manifest import load_manifest, parse_manifest
 from swiftdeploy.policy.bundle import load_policy_set
 from swiftdeploy.policy.opa_version import OPA_VERSION
@@ -85,24 +86,28 @@ def test_render_is_the_same_in_another_interpreter(canary, seed):
     assert (m.out_dir / "docker-compose.yml").read_text(encoding="utf-8") == render_compose(m)
 
 
-def test_header_names_manifest_file_and_sha256(example_path):
+def test_header_names_manifest_file_and_settings_sha256(example_path):
     import hashlib
 
     m = load_manifest(example_path)
-    digest = hashlib.sha256(example_path.read_bytes()).hexdigest()
+    settings = json.dumps(m.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(settings.encode()).hexdigest()
     for text in (render_compose(m), render_nginx(m)):
         first = text.splitlines()[0]
         assert first == f"# {header_text(m)}"
-        assert f"from manifest.yaml (sha256 {digest})" in first
+        assert f"from manifest.yaml (sha256 {digest}), a hash of the settings" in first
+        assert "comments and layout do not count" in first  # the header says what it hashes
         assert str(example_path.parent) not in first  # the file name, not its absolute path
         assert "swiftdeploy init" in first
 
 
-def test_header_changes_with_manifest_bytes(manifests, minimal_text):
+def test_header_ignores_comments_and_layout_but_not_values(manifests, minimal_text):
     a = manifests.load(minimal_text)
-    b = manifests.load(minimal_text + "# a comment\n")
-    assert render_nginx(a) != render_nginx(b)
-    assert render_nginx(a).splitlines()[1:] == render_nginx(b).splitlines()[1:]
+    b = manifests.load("# a comment\n" + minimal_text.replace("{image:", "{ image:") + "# another\n")
+    c = manifests.load(minimal_text.replace("port: 8080", "port: 8088"))
+    assert a.sha256 != b.sha256  # the bytes differ ...
+    assert render_nginx(a) == render_nginx(b)  # ... the settings do not
+    assert render_nginx(a).splitlines()[0] != render_nginx(c).splitlines()[0]
 
 
 # --- nginx.conf structure ---------------------------------------------------------------------------------------
@@ -267,5 +272,22 @@ def test_restart_no_stays_a_string(manifests, minimal_text):
 
 
 def test_built_in_code_manifest_renders(minimal_text):
-    m = parse_manifest(minimal_text)
-    assert "sha256 unknown" in render_compose(m).splitlines()[0]
+    m = parse_manifest(minimal_text)  # no file: the header still names its settings
+    assert f"(sha256 {m.settings_sha256})" in render_compose(m).splitlines()[0]
+
+
+def test_the_health_path_reaches_every_generated_probe(manifests, minimal_text):
+    m = manifests.load(minimal_text.replace("port: 3000}", "port: 3000, health_path: /health/ready}"))
+    compose = render_compose(m)
+    assert "urlopen('http://127.0.0.1:3000/health/ready', timeout=3)" in compose  # the docker healthcheck
+    assert "/healthz" not in compose
+    nginx = render_nginx(m)
+    assert "location = /stable/healthz {\n            proxy_pass http://stable/health/ready;" in nginx  # admin path
+    assert "proxy_pass http://stable/metrics;" in nginx and "proxy_pass http://stable/chaos;" in nginx
+    with pytest.raises(ManifestError, match=r"services.health_path: 'health\?x=1' is not a valid URL path"):
+        manifests.load(minimal_text.replace("port: 3000}", "port: 3000, health_path: 'health?x=1'}"))
+
+
+def test_each_track_gets_its_image_as_app_image(canary):
+    compose = render_compose(canary)
+    assert compose.count('APP_IMAGE: "swift-deploy-1-node:latest"') == 2  # stable and canary (same image here)

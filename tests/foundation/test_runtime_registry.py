@@ -55,7 +55,14 @@ def test_port_rules_follow_the_spec(monkeypatch, tmp_path) -> None:
     local = {c.field: c for c in port_claims(manifest("local"))}
     assert local["nginx.port"].host == "127.0.0.1"
     assert not local["opa.port"].must_be_free  # no binary: an OPA there is the person's own server
-    assert not local["services.port"].must_be_free  # claimed (kept distinct), not bound by validate
+    # the local apps' four fixed ports (stable and canary, each with its blue/green twin), bound by validate
+    apps = [(c.field, c.what, c.port, c.must_be_free) for c in port_claims(manifest("local")) if "services" in c.field]
+    assert apps == [
+        ("services.port", "stable app", 3000, True),
+        ("services.port + 1", "canary app", 3001, True),
+        ("services.port + 2", "stable app, next", 3002, True),
+        ("services.port + 3", "canary app, next", 3003, True),
+    ]
     assert "opa.port" not in {c.field for c in port_claims(manifest("local", "policy: {engine: embedded}\n"))}
 
 
@@ -64,6 +71,18 @@ def test_the_manifest_keeps_the_claimed_ports_distinct() -> None:
     assert manifest("docker", clash).nginx.port == 3000  # the docker app's port is inside its container
     with pytest.raises(ManifestError, match="services.port and nginx.port are both 3000"):
         manifest("local", clash)
+
+
+def test_the_local_app_ports_stay_distinct_and_in_range() -> None:
+    def at(port: int, runtime: str = "local") -> typing.Any:
+        return parse_manifest(f"services: {{image: demo:1, port: {port}}}\nruntime: {runtime}\n")
+
+    with pytest.raises(ManifestError, match=r"services.port \+ 2 and nginx.port are both 8080"):
+        at(8078)
+    with pytest.raises(ManifestError, match=r"services.port must be at most 65532 on the local runtime"):
+        at(65533)
+    assert at(65532).services.port == 65532
+    assert at(65535, "docker").services.port == 65535  # inside its container: one port
 
 
 def test_auto_asks_an_opa_server_only_where_the_runtime_runs_one(monkeypatch, tmp_path) -> None:

@@ -158,7 +158,8 @@ def test_two_deploys_at_once(stack_dir):
 
 
 def test_redeploy_converges(stack_dir):
-    """A second deploy keeps what runs; a changed version replaces the app blue/green and serves it."""
+    """A second deploy keeps what runs; a changed version (deploy --direct) replaces the app blue/green and serves
+    it."""
     manifest = write_manifest(stack_dir)
     m = load_manifest(manifest)
     pid_file = stack_dir / ".swiftdeploy" / "pids" / "app.json"
@@ -168,7 +169,8 @@ def test_redeploy_converges(stack_dir):
     assert r.returncode == 0 and "app already running" in r.stderr
     assert json.loads(pid_file.read_text())["pid"] == first
     manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
-    assert cli(manifest, "deploy").returncode == 0
+    assert cli(manifest, "deploy").returncode == 3  # a new version onto stable: the policy wants a canary
+    assert cli(manifest, "deploy", "--direct").returncode == 0
     assert json.loads(pid_file.read_text())["pid"] != first
     response = httpx.get(f"http://127.0.0.1:{m.nginx.port}/", timeout=10)
     assert response.headers["x-app-version"] == "1.0.1"

@@ -25,7 +25,8 @@ def test_default_thresholds_match_the_design() -> None:
         k: DEFAULTS[k] for k in DEFAULTS if not k.startswith(("max_p99_ratio", "min_p99", "max_error_rate_inc"))
     } == {
         "min_disk_free_gb": 10,
-        "max_cpu_load": 2.0,
+        "max_cpu_load_per_core": 2.0,  # a fully busy host is 1.0; 2.0 is a task waiting on every core
+        "allow_direct_deploy": False,
         "max_memory_used_percent": 90,
         "max_error_rate_percent": 1,
         "max_p99_latency_ms": 500,
@@ -96,9 +97,9 @@ def test_a_policy_dir_may_not_declare_a_system_package(write_manifest, tmp_path:
 
 def test_the_bundle_is_what_the_embedded_engine_evaluates(write_manifest) -> None:
     m = write_manifest("policy:\n  engine: embedded\n  thresholds: {max_cpu_load: 4}\n", engine=None)
-    facts = {"disk_free_gb": 50, "cpu_load_1m": 3.5, "memory_used_percent": 10}
+    facts = {"disk_free_gb": 50, "cpu_load_1m": 3.5, "cpu_count": 1, "memory_used_percent": 10}
     assert evaluate(m, "infrastructure", facts).allow
-    assert not evaluate(None, "infrastructure", facts).allow  # the default 2.0
+    assert [v.rule for v in evaluate(None, "infrastructure", facts).violations] == ["cpu_load_per_core"]  # 2.0/core
 
 
 def own_policies(folder: Path, *, data: dict | None = None, extra: str = "") -> Path:

@@ -175,3 +175,15 @@ def test_policy_check_denies_with_strict_thresholds(write_manifest, tmp_path: Pa
     assert v["rule"] == "disk_free" and v["threshold"] == 1000000000
     assert decision["input"]["disk_path"] == str(tmp_path.resolve())
     assert v["observed"] == decision["input"]["disk_free_gb"]
+
+
+def test_a_busy_two_core_host_passes_the_default_cpu_rule(tmp_path: Path, capsys) -> None:
+    """A 1-minute load of 2.0 on 2 cores is an ordinary busy machine: the default judges load per core."""
+    facts = {"disk_free_gb": 50, "cpu_load_1m": 2.0, "cpu_count": 2, "memory_used_percent": 40}
+    assert run(["policy", "eval", "infrastructure", "-i", str(write_json(tmp_path / "busy.json", facts))]) == 0
+    assert "infrastructure: allow" in capsys.readouterr().out
+    overloaded = {**facts, "cpu_load_1m": 4.5}
+    assert run(["policy", "eval", "infrastructure", "-i", str(write_json(tmp_path / "over.json", overloaded))]) == 3
+    out = capsys.readouterr().out
+    assert "cpu_load_per_core: 2.25 vs 2 load/core" in out
+    assert "raise policy.thresholds.max_cpu_load_per_core" in out

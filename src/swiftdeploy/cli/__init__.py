@@ -27,6 +27,7 @@ from . import (
     init,
     lock,
     logs,
+    new,
     plugins,
     policy,
     promote,
@@ -40,6 +41,7 @@ from . import (
 )
 from .app import app, debug_enabled
 
+app.command()(new.new)
 app.command()(schema.schema)
 app.command()(init.init)
 app.command()(validate.validate)

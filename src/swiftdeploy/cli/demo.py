@@ -52,14 +52,25 @@ def demo(
         typer.Option("--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."),
     ] = None,
     window: Annotated[float, typer.Option("--window", min=1, max=60, help="Canary metrics window in seconds.")] = 5.0,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1024,
+            max=65530,
+            help="Base port: public listener PORT, admin PORT+1, the apps PORT+2 to PORT+5 (default: a free block).",
+        ),
+    ] = None,
 ) -> None:
     """Deploy, traffic, canary, chaos, blocked promote, recover, promote, audit, teardown: unattended, local."""
     import tempfile
 
     from ..errors import InvalidInput, OperationFailed
-    from ..ops.demo import run_demo
+    from ..ops.demo import demo_ports, run_demo
     from .output import out as stdout
 
+    if port is not None:
+        demo_ports(port)  # a busy port is named before anything is printed or started
     narrator = RichNarrator()
     out = stdout()
     out.print(
@@ -74,10 +85,10 @@ def demo(
         keep.mkdir(parents=True, exist_ok=True)
         if any(keep.iterdir()):
             raise InvalidInput(f"{keep} is not empty", hint="pass a new or empty folder to --keep")
-        run = run_demo(keep, narrator, window=window)
+        run = run_demo(keep, narrator, window=window, base_port=port)
     else:
         with tempfile.TemporaryDirectory(prefix="swiftdeploy-demo-") as folder:
-            run = run_demo(Path(folder), narrator, window=window)
+            run = run_demo(Path(folder), narrator, window=window, base_port=port)
     out.print()
     passed = sum(s.ok for s in run.steps)
     if keep is not None:

@@ -1,4 +1,4 @@
-"""`swiftdeploy deploy [--timeout S] [--json]` (library: `ops/deploy.py`)."""
+"""`swiftdeploy deploy [--timeout S] [--json] [--direct]` (library: `ops/deploy.py`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ def deploy(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option("--timeout", min=1, max=3600, help="Seconds to wait until healthy.")] = 60.0,
     json_out: JsonFlag = False,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Let a new services.version or services.image replace the running stable without a canary "
+            "(the policy denies it otherwise; see `promote canary`).",
+        ),
+    ] = False,
 ) -> None:
     """Write generated files, pass the infrastructure gate, start the stack and wait until healthy."""
     from ..ops import deploy as run_deploy
     from .common import manifest_path
     from .output import operate
 
-    operate(run_deploy, manifest_path(ctx), title="deploying", json_out=json_out, timeout=timeout)
+    operate(run_deploy, manifest_path(ctx), title="deploying", json_out=json_out, timeout=timeout, direct=direct)

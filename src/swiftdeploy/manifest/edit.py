@@ -52,10 +52,19 @@ def edit_text(text: str, values: Mapping[KeyPath, Any], *, source: str = "manife
             elif not isinstance(child, dict):
                 raise ManifestError(f"{source}: {'.'.join(path[:-1])} is not a mapping; cannot set {'.'.join(path)}")
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = _flow_list(value) if isinstance(value, list) else value
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
+
+
+def _flow_list(values: list[Any]) -> Any:
+    """A list written as a one-line flow sequence (`[python3, -m, app]`), like the manifest's own commands."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    seq = CommentedSeq(values)
+    seq.fa.set_flow_style()
+    return seq
 
 
 def set_values(path: Path, values: Mapping[KeyPath, Any], *, expect_sha256: str | None = None) -> tuple[str, str]:

@@ -22,7 +22,7 @@ def load_manifest(path: str | Path) -> Manifest:
     except FileNotFoundError:
         raise ManifestError(
             f"{path}: manifest not found",
-            hint="create it (see examples/manifest.yaml) or pass --manifest/-m PATH",
+            hint="write a commented starter with `swiftdeploy new`, or pass --manifest/-m PATH",
         ) from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
@@ -94,7 +94,28 @@ def _describe(err: dict[str, Any], data: Any, source: str) -> str:
             message += f"; valid fields here: {', '.join(_fields_at(loc[:-1]) or ['(none)'])}"
     elif err.get("type") == "missing":
         message = "required field is missing"
+    elif _quoted_scalar(err):
+        kind = {"bool_type": "true or false", "int_type": "an integer"}.get(err["type"], "a number")
+        message = f"must be {kind}, not the string {_quoted(err['input'])}: remove the quotes"
     return f"{where}: {path}: {message}"
+
+
+def _quoted_scalar(err: dict[str, Any]) -> bool:
+    """A number or boolean written in quotes (`port: "8080"`): strict fields refuse the string."""
+    value = err.get("input")
+    if not isinstance(value, str) or err.get("type") not in ("int_type", "float_type", "bool_type"):
+        return False
+    if err["type"] == "bool_type":
+        return value.strip().lower() in ("true", "false")
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '\\"') + '"'
 
 
 def _position(data: Any, loc: tuple[Any, ...], at_key: bool = True) -> tuple[int | None, int | None]:

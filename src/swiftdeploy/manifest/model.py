@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..policy.opa_version import OPA_IMAGE
 from ..runtime import RUNTIMES, port_claims
-from .types import Duration, Email, ImageRef, Name, Port, SafeText, Version
+from .types import Duration, Email, ImageRef, Name, Port, SafeText, UrlPath, Version
 
 # Pinned (policy/opa_version.py, the one place) so a generated stack never drifts to a new OPA release by itself.
 DEFAULT_OPA_IMAGE = OPA_IMAGE
@@ -32,7 +32,11 @@ class ServiceConfig(Strict):
 
     name: Name = Field("app", description="Service name; the canary track is `<name>-canary`.")
     image: ImageRef = Field(description="Image of the stable track.")
-    port: Port = Field(3000, description="Port the app listens on inside its container (local: on 127.0.0.1).")
+    port: Port = Field(
+        3000,
+        description="Port the app listens on inside its container. Local runtime: on 127.0.0.1, and the stable app "
+        "alternates between it and services.port + 2 at each blue/green restart; the canary uses services.port + 1.",
+    )
     version: Version = Field("1.0.0", description="Version of the stable track (APP_VERSION).")
     mode: Literal["stable", "canary"] = Field(
         "stable", description="`canary` while a canary track runs beside stable. Changed by `promote`/`rollback`."
@@ -44,11 +48,21 @@ class ServiceConfig(Strict):
         None,
         description="Local runtime only: the app's argv (default: the bundled demo API, `python -m demo_api`).",
     )
+    health_path: UrlPath = Field(
+        "/healthz",
+        description="Path the app answers 200 on when healthy: polled by deploy and status, and the docker "
+        "healthcheck (docs/your-service.md).",
+    )
 
 
 class CanaryConfig(Strict):
     image: ImageRef | None = Field(None, description="Image of the canary track (default: services.image).")
     version: Version | None = Field(None, description="Version of the canary track (default: services.version).")
+    command: list[SafeText] | None = Field(
+        None,
+        description="Local runtime only: the canary app's argv (default: services.command). `promote stable` "
+        "makes it services.command.",
+    )
     weight: int = Field(10, ge=0, le=100, strict=True, description="Percent of public traffic sent to the canary.")
 
 
@@ -80,7 +94,15 @@ class Thresholds(Strict):
     """Overrides of policies/data.json. Unset values keep the policy defaults."""
 
     min_disk_free_gb: float | None = Field(None, ge=0, description="Deploy gate: deny below this much free disk (GB).")
-    max_cpu_load: float | None = Field(None, ge=0, description="Deploy gate: deny above this 1-minute load average.")
+    max_cpu_load_per_core: float | None = Field(
+        None, ge=0, description="Deploy gate: deny above this 1-minute load average divided by the CPU count."
+    )
+    max_cpu_load: float | None = Field(
+        None,
+        ge=0,
+        description="Deploy gate: deny above this 1-minute load average (the whole host); when set it replaces "
+        "the per-core rule.",
+    )
     max_memory_used_percent: float | None = Field(
         None, ge=0, le=100, description="Deploy gate: deny above this percentage of memory in use."
     )
@@ -99,7 +121,14 @@ class Thresholds(Strict):
         None, ge=0, description="Relative rule noise floor: the P99 ratio rule applies only above this canary P99 (ms)."
     )
 
-    def overrides(self) -> dict[str, float | int]:
+    allow_direct_deploy: bool | None = Field(
+        None,
+        strict=True,
+        description="Deploy gate: true lets `deploy` put a new services.version or services.image straight onto a "
+        "running stable (default: only through a canary).",
+    )
+
+    def overrides(self) -> dict[str, float | int | bool]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
@@ -139,7 +168,15 @@ class Manifest(Strict):
                 f"services.name {self.services.name!r} is the name of a generated compose service; choose another"
             )
         taken: dict[int, str] = {}
-        for claim in port_claims(self, probe=False):  # the runtime's port rules
+        claims = port_claims(self, probe=False)  # the runtime's port rules
+        highest = max(claims, key=lambda c: c.port)
+        if highest.port > 65535:
+            top = 65535 - (highest.port - self.services.port)
+            raise ValueError(
+                f"services.port must be at most {top} on the {self.runtime} runtime: it also uses {highest.field} "
+                f"({highest.what}), which would be {highest.port}"
+            )
+        for claim in claims:
             if claim.port in taken:
                 raise ValueError(
                     f"{claim.field} and {taken[claim.port]} are both {claim.port}; give each listener its own port"
@@ -166,6 +203,21 @@ class Manifest(Strict):
     @property
     def canary_version(self) -> str:
         return self.canary.version or self.services.version
+
+    @property
+    def canary_command(self) -> list[str] | None:
+        """The canary's argv on the local runtime: canary.command, else services.command (None: the demo API)."""
+        return self.canary.command or self.services.command
+
+    @property
+    def settings_sha256(self) -> str:
+        """sha256 of the validated settings (every value, defaults included; canonical JSON): what the generated
+        files are made from. Comments, key order, quoting and layout of the file do not change it."""
+        import hashlib
+        import json
+
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def source_path(self) -> Path | None:

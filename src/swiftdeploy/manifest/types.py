@@ -63,6 +63,12 @@ Email = Annotated[
     ),
 ]
 SafeText = Annotated[str, AfterValidator(_no_injection)]
+# An absolute URL path (no query, no spaces): it is written into nginx.conf and the compose healthcheck.
+UrlPath = Annotated[
+    str,
+    AfterValidator(_pattern(r"/[A-Za-z0-9._~/-]*", "URL path (a leading /, letters, digits, . _ ~ - /)", "/healthz")),
+    Field(max_length=200),
+]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .scrape import Scrape, admin_url, parse, scrape
-from .window import EXCLUDED_PATHS, TrackWindow, histogram_quantile, window
+from .window import EXCLUDED_PATHS, TrackWindow, excluded_paths, histogram_quantile, window
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -20,6 +20,7 @@ __all__ = [
     "TrackWindow",
     "admin_url",
     "canary_input",
+    "excluded_paths",
     "histogram_quantile",
     "parse",
     "scrape",
@@ -44,7 +45,7 @@ def canary_input(
     before = {track: scrape(url, timeout, transport=transport) for track, url in urls.items()}
     sleep(window_seconds)
     after = {track: scrape(url, timeout, transport=transport) for track, url in urls.items()}
-    tracks = {track: window(before[track], after[track]) for track in urls}
+    tracks = {track: window(before[track], after[track], excluded_paths(m)) for track in urls}
     return {
         "window_seconds": tracks["canary"].seconds or float(window_seconds),
         "canary": tracks["canary"].to_input(),

@@ -5,8 +5,8 @@ value, as `rate()` does; quantiles are `histogram_quantile()` over the bucket de
 inside the bucket, 0 as the lower bound of the first bucket, and the highest finite bound when the quantile
 falls in +Inf.
 
-Only application traffic counts: scrapes and probes (/metrics, /healthz) and chaos control (/chaos) are left
-out, so observing a track never dilutes its error rate or latency.
+Only application traffic counts: scrapes and probes (/metrics, /healthz or the manifest's services.health_path) and
+chaos control (/chaos) are left out, so observing a track never dilutes its error rate or latency.
 """
 
 from __future__ import annotations
@@ -14,11 +14,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .scrape import Scrape
 
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
 EXCLUDED_PATHS = frozenset({"/metrics", "/healthz", "/chaos"})
+
+
+def excluded_paths(m: Manifest | None) -> frozenset[str]:
+    """The paths no window figure counts: EXCLUDED_PATHS and the app's own health path."""
+    return EXCLUDED_PATHS | {m.services.health_path} if m is not None else EXCLUDED_PATHS
+
+
 K = TypeVar("K", bound=tuple)
 
 
@@ -43,21 +53,22 @@ class TrackWindow:
         }
 
 
-def window(before: Scrape, after: Scrape) -> TrackWindow:
-    """What one track served between two scrapes of it: requests, 5xx errors, error rate, P50/P99, seconds."""
+def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PATHS) -> TrackWindow:
+    """What one track served between two scrapes of it: requests, 5xx errors, error rate, P50/P99, seconds.
+    Requests to the `excluded` paths do not count (`excluded_paths(m)` adds the manifest's health path)."""
     restarted = _restarted(before, after)
     counts = _deltas(before.requests, after.requests, restarted)
     buckets = _deltas(before.buckets, after.buckets, restarted)
     requests = errors = 0.0
     for (_method, path, status), value in counts.items():
-        if path in EXCLUDED_PATHS:
+        if path in excluded:
             continue
         requests += value
         if status.startswith("5"):
             errors += value
     by_le: dict[float, float] = {}
     for (_method, path, le), value in buckets.items():
-        if path not in EXCLUDED_PATHS:
+        if path not in excluded:
             by_le[le] = by_le.get(le, 0.0) + value
     requests_n, errors_n = round(requests), round(errors)
     rate = round(100.0 * errors_n / requests_n, 3) if requests_n else 0.0

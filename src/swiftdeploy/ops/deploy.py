@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from .base import Operation, OpResult, Progress, failure_event
 
 
-def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress | None = None) -> OpResult:
+def release_facts(op: Operation, direct: bool) -> dict[str, Any]:
+    """What the infrastructure policy needs to see a new release going straight onto stable
+    (docs/contracts.md#inputs): the version and image the running stable app was started with (null when none runs,
+    or the runtime cannot tell), the ones the manifest asks for, and whether `--direct` was given."""
+    from ..runtime import service_of
+
+    state = op.runtime.health(op.m).get(service_of(op.m, "stable"))
+    running = state if state is not None and state.running else None
+    return {
+        "running_version": running.version if running else None,
+        "running_image": running.image if running else None,
+        "requested_version": op.m.services.version,
+        "requested_image": op.m.services.image,
+        "direct": direct,
+    }
+
+
+def deploy(
+    manifest_path: Path | str, timeout: float = 60.0, progress: Progress | None = None, direct: bool = False
+) -> OpResult:
     """Deploy the manifest's stack (idempotent: a running stack converges to the manifest).
 
-    Raises PolicyBlocked (exit 3) when the infrastructure policy denies: nothing is started then; HealthTimeout
-    (exit 1) naming the service that did not become healthy; RuntimeUnavailable when docker/nginx is missing.
+    Raises PolicyBlocked (exit 3) when the infrastructure policy denies - a busy host, or (unless `direct` or the
+    `allow_direct_deploy` threshold) a new version or image for a running stable: nothing is started then;
+    HealthTimeout (exit 1) naming the service that did not become healthy; RuntimeUnavailable when docker/nginx is
+    missing.
     """
     from .. import generate
     from ..policy.facts import host_facts
@@ -30,7 +52,8 @@ def deploy(manifest_path: Path | str, timeout: float = 60.0, progress: Progress 
             # The first gate of a docker deploy may ask the stack's own OPA server: start it before asking.
             op.runtime.start_policy_engine(m, timeout=min(30.0, timeout), progress=op.progress)
             op.progress("checking the host against the infrastructure policy")
-            op.gate("infrastructure", host_facts(m.base_dir), gate="deploy", blocked_event="deploy_blocked")
+            facts = host_facts(m.base_dir) | release_facts(op, direct)
+            op.gate("infrastructure", facts, gate="deploy", blocked_event="deploy_blocked")
             started = time.monotonic()
             op.runtime.up(m, timeout=timeout, progress=op.progress)
             services = [service_of(m, "stable"), "nginx"]

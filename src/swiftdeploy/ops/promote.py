@@ -35,6 +35,19 @@ def _track_answer(m: Any, track: str) -> dict[str, Any]:
     return body
 
 
+def promoted_values(m: Any) -> dict[tuple[str, ...], Any]:
+    """The manifest edit of an allowed `promote stable`: the canary's image, version and (when it has its own)
+    command become stable's, and the mode goes back to stable."""
+    values: dict[tuple[str, ...], Any] = {
+        ("services", "image"): m.canary_image,
+        ("services", "version"): m.canary_version,
+        ("services", "mode"): "stable",
+    }
+    if m.canary.command:
+        values[("services", "command")] = list(m.canary.command)
+    return values
+
+
 def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool, timeout: float = 60.0) -> None:
     """Best effort after a failed promotion: restore files, then make the runtime match them again.
 
@@ -134,14 +147,7 @@ def promote_stable(
             op.progress(f"observing both tracks for {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
             facts = canary_input(m, seconds)
             op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
-            txn = FileTxn(
-                m,
-                {
-                    ("services", "image"): m.canary_image,
-                    ("services", "version"): m.canary_version,
-                    ("services", "mode"): "stable",
-                },
-            )
+            txn = FileTxn(m, promoted_values(m))
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
             try:
@@ -149,7 +155,8 @@ def promote_stable(
                 op.progress(f"handing all traffic to {m.canary_name} while stable is replaced")
                 op.runtime.reload_proxy(m, all_to_canary=True)
                 # 2. stable on the canary's image and version, healthy before nginx routes to it again
-                op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version})")
+                command = f", command {' '.join(m.canary.command)}" if m.canary.command else ""
+                op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version}{command})")
                 op.runtime.start_track(m_new, "stable", timeout=timeout, progress=op.progress)
             except BaseException:
                 # The old version is known to start: give it at least a minute even after a short --timeout.

@@ -1,4 +1,8 @@
-"""rollback (never gated) and teardown."""
+"""rollback (never gated) and teardown.
+
+Neither reports or records what it did not do: a rollback with no canary and a teardown with nothing running
+change nothing, say so, and write no history record (docs/operations.md#rollback).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import contextlib
 import shutil
 from pathlib import Path
 
+from ..errors import RuntimeUnavailable
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
+
+NOT_RUNNING = ": not running"  # the end of a `Runtime.down` line for a service that was already gone
 
 
 def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpResult:
@@ -16,10 +23,14 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
         result.mode_from, result.mode_to = m.services.mode, "stable"
         result.image, result.version = m.services.image, m.services.version
         with failure_event(op, "rollback_failed"):
+            states = op.runtime.health(m)
+            if m.services.mode != "canary" and m.canary_name not in states:
+                result.message = "nothing to roll back: mode is stable and no canary runs; nothing was changed"
+                op.snapshot_services()
+                return result
             txn = FileTxn(m, {("services", "mode"): "stable"})
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
-            states = op.runtime.health(m)
             try:
                 if "nginx" in states and states["nginx"].running:
                     op.progress("sending all public traffic to stable")
@@ -32,45 +43,84 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
             op.progress(f"removing {m.canary_name}")
             op.runtime.stop_track(m_new, "canary")
         op.snapshot_services(m_new)
-        had_canary = m.services.mode == "canary" or m.canary_name in states
-        result.message = (
-            f"rolled back: {m.canary_name} removed, all traffic to stable ({m.services.version})"
-            if had_canary
-            else "nothing to roll back: no canary was running; mode is stable"
-        )
+        result.message = f"rolled back: {m.canary_name} removed, all traffic to stable ({m.services.version})"
         op.event("rollback", mode_from=m.services.mode, mode_to="stable", image=m.services.image,
                  version=m.services.version)  # fmt: skip
         return result
 
 
 def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress | None = None) -> OpResult:
-    """Stop and remove everything the deploy started. `clean`: also delete the generated files and the state
-    folder (history.jsonl stays: it is the audit trail)."""
-    from .. import generate
-
+    """Stop and remove everything the deploy started, and set the manifest's mode back to stable (the canary is
+    gone, so the next deploy starts stable alone). `clean`: also delete the generated files and the state folder
+    (history.jsonl stays: it is the audit trail); without a reachable engine it still deletes them, then fails
+    saying what it could not stop."""
     with Operation(manifest_path, "teardown", progress) as op:
         m, result = op.m, op.result
-        op.progress(f"stopping the {op.runtime.name} stack")
+        result.mode_from = m.services.mode
         with failure_event(op, "teardown_failed", clean=clean):
-            result.details = op.runtime.down(m)
-            if clean:
-                op.progress("deleting generated files and the state folder")
-                removed = []
-                for relpath in generate.files(m):
-                    path = m.out_dir / relpath
-                    if path.exists():
-                        path.unlink()
-                        removed.append(str(path))
-                bundle = m.out_dir / "policy-bundle"
-                for folder in [*sorted((p for p in bundle.rglob("*") if p.is_dir()), reverse=True), bundle]:
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()  # only when empty (system/ first): a person's own files there stay
-                result.generated = removed
-                for name in ("pids", "logs", "nginx"):
-                    shutil.rmtree(m.state_dir / name, ignore_errors=True)
-                op.lock.remove_on_release = True
-        result.message = f"stopped {len(result.details)} process(es)/container(s)" + (
-            "; generated files and state removed" if clean else ""
-        )
-        op.event("teardown", clean=clean, stopped=result.details)
+            unreachable: RuntimeUnavailable | None = None
+            try:
+                result.details = op.runtime.down(m)
+            except RuntimeUnavailable as exc:
+                if not clean:
+                    raise
+                unreachable = exc
+            stopped = [line for line in result.details if not line.endswith(NOT_RUNNING)]
+            if m.services.mode == "canary":
+                op.progress("setting services.mode: stable in the manifest (the canary was torn down)")
+                txn = FileTxn(m, {("services", "mode"): "stable"})
+                result.generated = [str(p) for p in txn.commit()]
+            result.mode_to = "stable"
+            removed = _clean(op) if clean else []
+            if unreachable is not None:
+                raise RuntimeUnavailable(
+                    "teardown --clean deleted the generated files and the state folder but could not stop the "
+                    f"{op.runtime.name} stack: {unreachable.message}",
+                    hint="once the engine answers, `swiftdeploy init` then `swiftdeploy teardown --clean` removes "
+                    "what is left of the stack (its containers restart with the engine)",
+                )
+        result.message = _teardown_message(len(stopped), len(result.details) - len(stopped), m.services.mode, removed)
+        if stopped or removed or m.services.mode == "canary":
+            mode = {"mode_from": "canary", "mode_to": "stable"} if m.services.mode == "canary" else {}
+            op.event("teardown", clean=clean, stopped=result.details, removed=removed, **mode)
         return result
+
+
+def _clean(op: Operation) -> list[str]:
+    """Delete the generated files and the state folder; the paths removed (history.jsonl stays)."""
+    from .. import generate
+
+    m = op.m
+    op.progress("deleting generated files and the state folder")
+    removed = []
+    for relpath in generate.files(m):
+        path = m.out_dir / relpath
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    bundle = m.out_dir / "policy-bundle"
+    for folder in [*sorted((p for p in bundle.rglob("*") if p.is_dir()), reverse=True), bundle]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty (system/ first): a person's own files there stay
+    for name in ("pids", "logs", "nginx"):
+        folder = m.state_dir / name
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    op.lock.remove_on_release = True
+    return removed
+
+
+def _teardown_message(stopped: int, stale: int, mode: str, removed: list[str]) -> str:
+    parts = []
+    if stopped:
+        parts.append(f"stopped {stopped} process(es)/container(s)")
+    if stale:
+        parts.append(f"removed {stale} stale pid file(s) of processes that were not running")
+    if mode == "canary":
+        parts.append("manifest mode set back to stable")
+    if removed:
+        parts.append("generated files and state removed")
+    if not parts:
+        return "nothing to tear down: no process or container of this stack was running; nothing was changed"
+    return "; ".join(parts)

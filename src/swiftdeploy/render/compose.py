@@ -88,13 +88,15 @@ def _hardening(m: Manifest, user: str, *, networks: bool = True) -> list[str]:
 def _app(m: Manifest, name: str, image: str, version: str, mode: str) -> list[str]:
     port = m.services.port
     # CMD form + Python's urllib: slim images have no curl and no shell is needed. Non-2xx raises -> exit 1.
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=3)"
+    health = m.services.health_path
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{health}', timeout=3)"
     return [
         f"  {yaml_quote(name)}:\n",
         f"    image: {yaml_quote(image)}\n",
         "    environment:\n",
         f"      MODE: {yaml_quote(mode)}\n",
         f"      APP_VERSION: {yaml_quote(version)}\n",
+        f"      APP_IMAGE: {yaml_quote(image)}\n",
         f"      APP_PORT: {yaml_quote(port)}\n",
         f"      LOG_DIR: {yaml_quote(LOG_DIR)}\n",
         "    expose:\n",

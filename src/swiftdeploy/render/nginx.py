@@ -292,16 +292,25 @@ def _public_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
     return ["server {\n", *_indent(body, 1), "}\n"]
 
 
+def _app_path(m: Manifest, admin_path: str) -> str:
+    """The app's own path behind an admin path: `/<track>/healthz` reaches services.health_path."""
+    return m.services.health_path if admin_path == "healthz" else f"/{admin_path}"
+
+
 def _admin_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
     body = [
         "# Admin listener: 127.0.0.1 only on the host. The CLI scrapes and injects chaos through it.\n",
         *_server_common(t.admin_listen),
     ]
     for path in ADMIN_PATHS:
-        body += [f"location = /{STABLE}/{path} {{\n", f"    proxy_pass http://{STABLE}/{path};\n", "}\n"]
+        body += [f"location = /{STABLE}/{path} {{\n", f"    proxy_pass http://{STABLE}{_app_path(m, path)};\n", "}\n"]
     if canary:
         for path in ADMIN_PATHS:
-            body += [f"location = /{CANARY}/{path} {{\n", f"    proxy_pass http://{CANARY}/{path};\n", "}\n"]
+            body += [
+                f"location = /{CANARY}/{path} {{\n",
+                f"    proxy_pass http://{CANARY}{_app_path(m, path)};\n",
+                "}\n",
+            ]
     else:
         # No canary upstream in stable mode: a missing compose service would make nginx fail to start.
         body += [

@@ -26,7 +26,9 @@ __all__ = [
     "RuntimeSpec",
     "ServiceHealth",
     "Track",
+    "LOCAL_APP_PORTS",
     "get_runtime",
+    "local_app_ports",
     "port_claims",
     "runtime_spec",
     "service_of",
@@ -95,8 +97,8 @@ class PortClaim:
     what: str  # a short name for messages: "public"
     host: str  # the address it is bound on
     port: int
-    # validate checks it can be bound now. False: the runtime falls back to another port itself (the local
-    # canary), or it is a server the person runs (OPA when the runtime runs no OPA service).
+    # validate checks it can be bound now (or is held by this deployment). False: it is a server the person runs
+    # (OPA when the runtime runs no OPA service).
     must_be_free: bool = True
 
 
@@ -112,7 +114,20 @@ def port_claims(m: Manifest, *, probe: bool = True) -> list[PortClaim]:
     if m.policy.engine != "embedded":
         claims.append(PortClaim("opa.port", "opa", "127.0.0.1", m.opa.port, must_be_free=probe and stack_runs_opa(m)))
     if spec.apps == "command":
-        # Not bound by validate: deploy itself refuses a taken services.port naming its holder, and the canary
-        # falls back to a free port.
-        claims.append(PortClaim("services.port", "app", "127.0.0.1", m.services.port, must_be_free=False))
+        # The apps run on this host, each on a fixed port derived from services.port (local_app_ports).
+        for offset, what in LOCAL_APP_PORTS.items():
+            field = "services.port" + (f" + {offset}" if offset else "")
+            claims.append(PortClaim(field, what, "127.0.0.1", m.services.port + offset))
     return claims
+
+
+# The ports of the apps on a runtime that runs them on this host (apps == "command"), as offsets from services.port:
+# each track alternates between its two ports at every blue/green restart, so a restarted app never needs a random
+# port (docs/operations.md#ports-on-the-local-runtime).
+LOCAL_APP_PORTS: dict[int, str] = {0: "stable app", 1: "canary app", 2: "stable app, next", 3: "canary app, next"}
+
+
+def local_app_ports(m: Manifest, track: Track) -> tuple[int, int]:
+    """(first, second) port of a track's app on the local runtime: stable services.port / +2, canary +1 / +3."""
+    first = m.services.port + (0 if track == "stable" else 1)
+    return first, first + 2

@@ -30,6 +30,8 @@ class ServiceHealth:
     detail: str = ""  # last health answer, exit status or engine health text
     pid: int | None = None
     port: int | None = None
+    version: str | None = None  # an app's APP_VERSION as the runtime started it (None: unknown, or nginx)
+    image: str | None = None  # an app's image (local: APP_IMAGE)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

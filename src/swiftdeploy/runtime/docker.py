@@ -197,9 +197,37 @@ def engine_address() -> str:
 
 def no_engine_error(detail: str) -> RuntimeUnavailable:
     return RuntimeUnavailable(
-        f"no Docker engine answers at {engine_address()} ({detail})",
+        f"no Docker engine answers at {engine_address()}: {detail}",
         hint="start it with `sudo systemctl start docker` (or `dockerd`), or set runtime: local in the manifest",
     )
+
+
+# The root cause of a failed ping, in words: the SDK wraps it (requests -> urllib3 -> OSError) and its text is a
+# Python tuple repr ("('Connection aborted.', FileNotFoundError(2, ...))").
+_OS_REASONS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "the socket does not exist"),
+    (ConnectionRefusedError, "the connection was refused"),
+    (PermissionError, "permission denied on the socket (run as root or join the docker group)"),
+    (TimeoutError, "it did not answer in time"),
+)
+
+
+def engine_reason(exc: BaseException) -> str:
+    """Why the engine did not answer, as a few words: the innermost OSError found in the exception's chain and
+    arguments, else its first line without the wrapper's repr."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        for kind, words in _OS_REASONS:
+            if isinstance(item, kind):
+                return words
+        stack += [item.__cause__, item.__context__, *item.args]
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.split(": (", 1)[0].strip() or type(exc).__name__
 
 
 # --- SDK helpers (take a client so tests pass a fake) ---------------------------------------------------------
@@ -216,7 +244,7 @@ def connect(factory: Callable[[], Any] | None = None) -> Any:
         client = (factory or docker.from_env)()
         client.ping()
     except (DockerException, OSError) as exc:
-        raise no_engine_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise no_engine_error(engine_reason(exc)) from None
     return client
 
 
@@ -257,11 +285,15 @@ def container_health(client: Any, project: str) -> dict[str, ServiceHealth]:
     result: dict[str, ServiceHealth] = {}
     for container in _containers(client, project):
         service, running, status, detail = _state(container)
+        config = (container.attrs or {}).get("Config") or {}
+        env = dict(item.partition("=")[::2] for item in config.get("Env") or [] if isinstance(item, str))
         result[service] = ServiceHealth(
             service=service,
             running=running,
             healthy=running and status in (None, "healthy"),
             detail=detail,
+            version=env.get("APP_VERSION") or None,
+            image=config.get("Image") or None,
         )
     return result
 

@@ -1,13 +1,14 @@
 """The local runtime: the docker topology as processes on 127.0.0.1.
 
-- The app of each track: `services.command` or `python -m demo_api`, env MODE / APP_VERSION / APP_PORT /
-  APP_HOST=127.0.0.1. Stable starts on services.port; the canary on services.port+1 when free, else any free port.
-  The port in use is recorded in the track's pid file (the truth for nginx and status).
+- The app of each track: `services.command` (the canary: `canary.command`, else the same) or `python -m demo_api`,
+  env MODE / APP_VERSION / APP_IMAGE / APP_PORT / APP_HOST=127.0.0.1. Ports are fixed (`local_app_ports`): stable
+  on services.port or services.port+2, the canary on services.port+1 or +3; a taken port is an error naming its
+  holder, never a random port. The port in use is recorded in the track's pid file (the truth for nginx and status).
 - nginx in the foreground (`-g 'daemon off;'`) under our own Popen in its own session, with the LOCAL variant of
   the generated config (same builder: `render_nginx(m, NginxTarget.local(...))`) at <state>/nginx/nginx.conf.
   Config changes: write a candidate file, `nginx -t` it, rename it in place, SIGHUP the master (graceful reload).
-- Restarting a running stable app (promotion) is blue/green: the new process starts on another port, nginx is
-  switched to it, then the old one is stopped, so no public request is refused.
+- Restarting a running app (promotion, a changed version) is blue/green: the new process starts on the track's
+  other port, nginx is switched to it, then the old one is stopped, so no public request is refused.
 - OPA (policy.engine opa, or auto with an OPA binary): `opa run --server` on 127.0.0.1:<opa.port> with the
   generated bundle, started before the first gate of a deploy (runtime/opa_service.py).
 
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from ..errors import HealthTimeout, OperationFailed, RuntimeUnavailable
 from ..fsutil import atomic_write
 from ..localhttp import NoAnswer, get_text
-from . import procs
+from . import local_app_ports, procs
 from .base import (
     LogLine,
     Progress,
@@ -65,17 +66,21 @@ def find_nginx() -> str:
     return found
 
 
-def app_argv(m: Manifest, python: str | None = None) -> list[str]:
-    """The app's command: `services.command`, else the bundled demo API under `python` (default: this one)."""
-    return list(m.services.command) if m.services.command else [python or sys.executable, "-m", "demo_api"]
+def app_argv(m: Manifest, python: str | None = None, track: Track = "stable") -> list[str]:
+    """A track's command: `services.command` (the canary: `canary.command`, else `services.command`), else the
+    bundled demo API under `python` (default: this one)."""
+    command = m.services.command if track == "stable" else m.canary_command
+    return list(command) if command else [python or sys.executable, "-m", "demo_api"]
 
 
 def preferred_port(m: Manifest, track: Track) -> int:
-    """The port a track's app asks for first: services.port for stable, the next one up for the canary (the one
-    below when services.port is 65535). A busy canary port falls back to any free one (`_pick_port`)."""
-    if track == "stable":
-        return m.services.port
-    return m.services.port + 1 if m.services.port < 65535 else m.services.port - 1
+    """The port a track's app starts on when it is not running yet: services.port for stable, services.port + 1
+    for the canary (`local_app_ports`; a restart moves it to the track's other port)."""
+    return local_app_ports(m, track)[0]
+
+
+def app_health_url(m: Manifest, port: int) -> str:
+    return f"http://127.0.0.1:{port}{m.services.health_path}"
 
 
 def _health_answer(url: str) -> tuple[bool, str]:
@@ -108,14 +113,15 @@ class LocalRuntime:
     def nginx_conf(m: Manifest) -> Path:
         return m.state_dir / "nginx" / "nginx.conf"
 
-    def app_argv(self, m: Manifest) -> list[str]:
-        return app_argv(m, self.python)
+    def app_argv(self, m: Manifest, track: Track = "stable") -> list[str]:
+        return app_argv(m, self.python, track)
 
     def app_env(self, m: Manifest, track: Track, port: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             MODE=track,
             APP_VERSION=m.services.version if track == "stable" else m.canary_version,
+            APP_IMAGE=m.services.image if track == "stable" else m.canary_image,
             APP_PORT=str(port),
             APP_HOST="127.0.0.1",
             PYTHONUNBUFFERED="1",
@@ -124,8 +130,8 @@ class LocalRuntime:
 
     def _spec(self, m: Manifest, track: Track) -> str:
         env = self.app_env(m, track, 0)
-        keys = {k: env[k] for k in ("MODE", "APP_VERSION", "APP_HOST")}
-        return hashlib.sha256(json.dumps([self.app_argv(m), keys]).encode()).hexdigest()[:16]
+        keys = {k: env[k] for k in ("MODE", "APP_VERSION", "APP_IMAGE", "APP_HOST")}
+        return hashlib.sha256(json.dumps([self.app_argv(m, track), keys]).encode()).hexdigest()[:16]
 
     def nginx_argv(self, m: Manifest, conf: Path, *, test: bool = False) -> list[str]:
         globals_ = "daemon off;"
@@ -148,34 +154,35 @@ class LocalRuntime:
 
     # --- apps --------------------------------------------------------------------------------------------------
 
-    def _pick_port(self, m: Manifest, track: Track, avoid: set[int]) -> int:
-        preferred = preferred_port(m, track)
-        reserved = {m.nginx.port, m.nginx.admin_port} | avoid
-        if preferred not in reserved and procs.port_free(preferred):
-            return preferred
-        if track == "stable" and not avoid:
-            # First start of stable: its port is a promise of the manifest, so a taken port is an error.
+    @staticmethod
+    def _pick_port(m: Manifest, track: Track, running_on: int | None) -> int:
+        """The track's first port, or its second one while the running app holds the first (blue/green). A taken
+        port is an error naming its holder: the ports are a promise of the manifest (docs/operations.md)."""
+        first, second = local_app_ports(m, track)
+        port = second if running_on == first else first
+        if not procs.port_free(port):
+            offset = port - m.services.port
+            field = f"services.port + {offset}, the {track} app's port" if offset else "services.port"
             raise OperationFailed(
-                procs.describe_port_in_use(preferred, "services.port"),
-                hint="stop that program or change services.port in the manifest",
+                procs.describe_port_in_use(port, field),
+                hint="stop that program or change services.port in the manifest (the local runtime uses "
+                "services.port to services.port + 3)",
             )
-        for _ in range(20):
-            port = procs.free_port()
-            if port not in reserved:
-                return port
-        raise OperationFailed("no free port on 127.0.0.1 for the app")
+        return port
 
     def _start_app(self, m: Manifest, track: Track, port: int, *, pid_file: Path) -> procs.ProcRecord:
         service = service_of(m, track)
         return procs.start(
             service,
-            self.app_argv(m),
+            self.app_argv(m, track),
             env=self.app_env(m, track, port),
             cwd=m.base_dir,
             log_path=self.log_path(m, service),
             pid_path=pid_file,
             port=port,
             spec=self._spec(m, track),
+            version=m.services.version if track == "stable" else m.canary_version,
+            image=m.services.image if track == "stable" else m.canary_image,
         )
 
     def _wait_app(self, m: Manifest, rec: procs.ProcRecord, timeout: float) -> None:
@@ -190,12 +197,12 @@ class LocalRuntime:
 
         def timed_out(last: str) -> Exception:
             return HealthTimeout(
-                f"{rec.name} (pid {rec.pid}) did not answer GET http://127.0.0.1:{rec.port}/healthz with 200 "
+                f"{rec.name} (pid {rec.pid}) did not answer GET {app_health_url(m, rec.port or 0)} with 200 "
                 f"within {round(timeout, 1):g}s; last answer: {last}" + self._log_excerpt(rec.log),
                 hint=f"see {rec.log}; raise --timeout if the app is just slow to start",
             )
 
-        _poll_healthy(rec, f"http://127.0.0.1:{rec.port}/healthz", timeout, 0.1, exited, timed_out)
+        _poll_healthy(rec, app_health_url(m, rec.port or 0), timeout, 0.1, exited, timed_out)
 
     @staticmethod
     def _log_excerpt(log: str, n: int = 8) -> str:
@@ -212,11 +219,11 @@ class LocalRuntime:
     # --- tracks ------------------------------------------------------------------------------------------------
 
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
-        """Start the track's app (replacing a running one blue/green) and wait until it answers /healthz."""
+        """Start the track's app (replacing a running one blue/green) and wait until it answers its health path."""
         service = service_of(m, track)
         pid_file = self.pid_path(m, service)
         old = self.running(m, service)
-        port = self._pick_port(m, track, avoid={old.port} if old and old.port else set())
+        port = self._pick_port(m, track, old.port if old else None)
         progress(f"starting {service} on 127.0.0.1:{port}")
         new = self._start_app(m, track, port, pid_file=pid_file.with_name(f"{service}.next.json"))
         try:
@@ -434,10 +441,11 @@ class LocalRuntime:
                 if service == NGINX
                 else f"http://127.0.0.1:{rec.port}/health"
                 if service == OPA
-                else f"http://127.0.0.1:{rec.port}/healthz"
+                else app_health_url(m, rec.port or 0)
             )
             healthy, detail = _health_answer(url)
-            result[service] = ServiceHealth(service, True, healthy, detail, rec.pid, rec.port)
+            release = {"version": rec.version or None, "image": rec.image or None} if service != NGINX else {}
+            result[service] = ServiceHealth(service, True, healthy, detail, rec.pid, rec.port, **release)
         return result
 
     def wait_healthy(self, m: Manifest, services: list[str], timeout: float, *, interval: float = 0.1) -> None:

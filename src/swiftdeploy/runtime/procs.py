@@ -43,6 +43,8 @@ class ProcRecord:
     started: str
     port: int | None = None
     spec: str = ""  # fingerprint of argv + env: a redeploy restarts the process only when it changed
+    version: str = ""  # an app's APP_VERSION and APP_IMAGE ("" for nginx and for records of older versions)
+    image: str = ""
 
     @classmethod
     def load(cls, path: Path) -> ProcRecord | None:
@@ -69,6 +71,8 @@ def start(
     pid_path: Path,
     port: int | None = None,
     spec: str = "",
+    version: str = "",
+    image: str = "",
 ) -> ProcRecord:
     """Start `argv` detached, output appended to `log_path`, and write its pid file."""
     import psutil
@@ -107,6 +111,8 @@ def start(
         started=now_ts(),
         port=port,
         spec=spec,
+        version=version,
+        image=image,
     )
     record.save(pid_path)
     return record
@@ -324,8 +330,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def port_holder(port: int) -> str | None:
-    """'pid 123 (nginx: master process ...)' for the process listening on `port`, if psutil can see it."""
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port_block(count: int, host: str = "127.0.0.1", *, tries: int = 200) -> int:
+    """The first of `count` consecutive ports that can all be bound on `host` now. Chosen at random outside the
+    kernel's ephemeral range (where client connections take their local ports, so a port found free there may be
+    taken a moment later); OperationFailed when no block is found in `tries` attempts."""
+    import random
+
+    low, high = 1024, 65535
+    try:
+        first, last = (int(x) for x in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999  # Linux's default range
+    low, high = (1024, first - 1) if first - 1024 >= 4096 else (last + 1, 65535)
+    for _ in range(tries):
+        start = random.randint(low, high - count + 1)  # noqa: S311 - a port number, not a secret
+        if all(port_free(port, host) for port in range(start, start + count)):
+            return start
+    raise OperationFailed(f"no {count} consecutive free ports on {host} between {low} and {high}")
+
+
+def port_holder_pid(port: int) -> int | None:
+    """The pid of the process listening on `port`, if psutil can see it."""
     import psutil
 
     try:
@@ -334,14 +362,22 @@ def port_holder(port: int) -> str | None:
         return None
     for conn in conns:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-            if conn.pid is None:
-                return None
-            try:
-                cmd = " ".join(psutil.Process(conn.pid).cmdline()) or psutil.Process(conn.pid).name()
-            except psutil.Error:
-                cmd = "?"
-            return f"pid {conn.pid} ({cmd[:120]})"
+            return conn.pid
     return None
+
+
+def port_holder(port: int) -> str | None:
+    """'pid 123 (nginx: master process ...)' for the process listening on `port`, if psutil can see it."""
+    import psutil
+
+    pid = port_holder_pid(port)
+    if pid is None:
+        return None
+    try:
+        cmd = " ".join(psutil.Process(pid).cmdline()) or psutil.Process(pid).name()
+    except psutil.Error:
+        cmd = "?"
+    return f"pid {pid} ({cmd[:120]})"
 
 
 def describe_port_in_use(port: int, what: str) -> str:
