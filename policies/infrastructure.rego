@@ -26,6 +26,7 @@ per_core if not "max_cpu_load" in object.keys(thresholds)
 
 # Fields the rules read (numbers, required) and fields only reported (checked when present).
 required_numbers := ["disk_free_gb", "cpu_load_1m", "memory_used_percent", "cpu_count"] if per_core
+
 else := ["disk_free_gb", "cpu_load_1m", "memory_used_percent"]
 
 optional_numbers := [f | some f in ["cpu_count", "memory_available_gb"]; not f in required_numbers]
@@ -33,6 +34,7 @@ optional_numbers := [f | some f in ["cpu_count", "memory_available_gb"]; not f i
 percent_fields := {"memory_used_percent"}
 
 used_thresholds := ["min_disk_free_gb", "max_cpu_load_per_core", "max_memory_used_percent"] if per_core
+
 else := ["min_disk_free_gb", "max_cpu_load", "max_memory_used_percent"]
 
 # What `deploy` sends about the stable app: what runs (null when nothing runs or it is unknown), what the manifest

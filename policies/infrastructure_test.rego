@@ -219,11 +219,13 @@ test_every_host_message_names_its_threshold if {
 	d := decide_per_core({"disk_free_gb": 1, "cpu_load_1m": 90, "cpu_count": 2, "memory_used_percent": 99})
 	rules(d) == {"disk_free", "cpu_load_per_core", "memory_used"}
 	every v in d.violations {
-		contains(v.message, sprintf("policy.thresholds.%s", [{
-			"disk_free": "min_disk_free_gb",
-			"cpu_load_per_core": "max_cpu_load_per_core",
-			"memory_used": "max_memory_used_percent",
-		}[v.rule]]))
+		contains(v.message, sprintf("policy.thresholds.%s", [
+			{
+				"disk_free": "min_disk_free_gb",
+				"cpu_load_per_core": "max_cpu_load_per_core",
+				"memory_used": "max_memory_used_percent",
+			}[v.rule],
+		]))
 	}
 }
 

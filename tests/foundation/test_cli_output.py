@@ -112,10 +112,12 @@ def _piped(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(not SWIFTDEPLOY.exists(), reason="console script not installed")
 def test_output_off_a_terminal_is_not_wrapped(manifests) -> None:
     path = manifests.write("services: {image: demo:1, port: 3000}\nruntime: local\npolicy: {engine: embedded}\n")
-    done = _piped(["validate"], path.parent)  # the generated files are missing: one long detail, one long fix
+    (path.parent / "docker-compose.yml").write_text("stale\n")  # one file drifted, the rest missing: a long detail
+    done = _piped(["validate"], path.parent)
     assert done.returncode == 1, done.stderr
     (row,) = [line for line in done.stdout.splitlines() if "generated files fresh" in line]
-    for name in ("docker-compose.yml", "nginx.conf", "policy-bundle/data.json", "policy-bundle/infrastructure.rego"):
+    assert "docker-compose.yml (differs)" in row, done.stdout
+    for name in ("nginx.conf", "policy-bundle/data.json", "policy-bundle/infrastructure.rego"):
         assert f"{name} (missing)" in row, done.stdout  # every cell on its one line, none folded at 80 columns
     assert "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)" in row
     assert len(row) > 120
