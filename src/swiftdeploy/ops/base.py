@@ -119,7 +119,7 @@ class Operation:
     def event(self, event: str, **fields: Any) -> None:
         from ..history import append
 
-        append(self.m.history_path, event, runtime=self.m.runtime, **fields)
+        append(self.m.history_path, event, rotation=self.m.history.rotation, runtime=self.m.runtime, **fields)
 
     def gate(self, domain: str, facts: dict[str, Any], *, gate: str, blocked_event: str, **fields: Any) -> Decision:
         """The policy gate: evaluate `domain` on `facts`, record the decision (history `policy_decision` with
@@ -129,7 +129,7 @@ class Operation:
         from ..policy import evaluate, require_allow
 
         decision = evaluate(self.m, domain, facts)
-        record_decision(self.m.history_path, decision, gate=gate)
+        record_decision(self.m.history_path, decision, rotation=self.m.history.rotation, gate=gate)
         self.result.decisions.append(decision.to_dict())
         try:
             return require_allow(decision)
