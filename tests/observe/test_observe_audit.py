@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -43,13 +45,47 @@ def _fences(markdown: str) -> list[tuple[str, str]]:
     return [(t.info.strip(), t.content) for t in tokens if t.type == "fence"]
 
 
+def _chart(block: str) -> dict:
+    """A text chart of the report parsed back from its characters: the value rows (label, cells), the time ticks
+    (column, label), the span it covers and the legend."""
+    lines = block.splitlines()
+    rows = [(ln.split("|", 1)[0].strip(), ln.split("|", 1)[1]) for ln in lines[1:] if re.match(r"^ *[\d.,]* \|", ln)]
+    axis = next(ln for ln in lines if re.match(r"^ *\+[-+]+$", ln))
+    start = axis.index("+") + 1
+    labels_line = lines[lines.index(axis) + 1]
+    span = re.search(r"UTC, (\S+) to (\S+)", block)
+    return {
+        "title": lines[0],
+        "rows": rows,
+        "columns": len(axis) - start,
+        "ticks": [(m.start() - start, m.group()) for m in re.finditer(r"\d\d:\d\d(:\d\d)?", labels_line)],
+        "tick_columns": [i for i, c in enumerate(axis[start:]) if c == "+"],
+        "origin": history.parse_ts(span[1]),
+        "end": history.parse_ts(span[2]),
+        "legend": next(ln for ln in lines if ln.startswith("legend:")),
+    }
+
+
+def _column_time(chart: dict, column: int) -> tuple:
+    """The time span one column of a chart stands for."""
+    width = (chart["end"] - chart["origin"]) / chart["columns"]
+    return chart["origin"] + column * width, chart["origin"] + (column + 1) * width
+
+
+def _glyph_columns(chart: dict, glyph: str) -> set[int]:
+    return {i for _, cells in chart["rows"] for i, c in enumerate(cells) if c in (glyph, "*")}
+
+
 def test_golden_report() -> None:
     report = audit.build(GOLDEN / "history.jsonl")
     text = audit.render_markdown(report, generated_at=GENERATED_AT)
-    assert text == (GOLDEN / "audit_report.md").read_text(encoding="utf-8")
+    golden = GOLDEN / "audit_report.md"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8"), "the report changed; if intended, rerun with UPDATE_GOLDEN=1"
 
 
-def test_report_parses_as_gfm_with_expected_tables_and_mermaid() -> None:
+def test_report_parses_as_gfm_with_expected_tables_and_charts() -> None:
     text = (GOLDEN / "audit_report.md").read_text(encoding="utf-8")
     tables = _tables(text)
     assert set(tables) == {"Summary", "Timeline", "Mode changes", "Chaos episodes", "Policy violations"}
@@ -89,12 +125,16 @@ def test_report_parses_as_gfm_with_expected_tables_and_mermaid() -> None:
     assert len(status_row) == 9 and status_row[8] == "canary error rate 50% &gt; 1% | over 30 s"
     assert all(len(r) == len(t[0]) for t in tables.values() for r in t)
     fences = _fences(text)
-    assert [info for info, _ in fences] == ["mermaid", "mermaid"]
-    p99 = fences[0][1]
-    assert "xychart-beta" in p99 and 'title "P99 latency (ms)"' in p99
-    lines = [ln.strip() for ln in p99.splitlines() if ln.strip().startswith("line [")]
-    assert lines == ["line [12, 13, 14, 13, 13, 13, 13]", "line [0, 0, 0, 20, 21, 22, 23]"]
-    assert "line [0, 0, 0, 50, 50, 50, 50]" in fences[1][1]
+    assert [info for info, _ in fences] == ["text", "text", "text"]  # P99, error rate, one promotion window
+    p99, err = _chart(fences[0][1]), _chart(fences[1][1])
+    assert p99["title"].startswith("P99 latency (ms)") and err["title"].startswith("Error rate (%)")
+    assert "o stable (max 14 ms)" in p99["legend"] and "x canary (max 23 ms)" in p99["legend"]
+    # the canary answered only from 12:00:30 (its first record covers the 2 s before 12:00:32): a gap, not zeros
+    canary = _glyph_columns(err, "x")
+    assert canary and all(_column_time(err, i)[1] > history.parse_ts("2024-05-01T12:00:30Z") for i in canary)
+    window = fences[2][1]
+    assert "promote stable: deny (embedded engine), 30 s window" in window
+    assert "63 (33 errors)" in window and "52.4%   | threshold 1%" in window
 
 
 def test_truncated_last_line_and_garbage_line_are_skipped_and_reported(tmp_path: Path) -> None:
@@ -140,11 +180,12 @@ def test_tables_and_chart_stay_bounded(tmp_path: Path) -> None:
     assert f"{report.timeline_total - audit.TIMELINE_MAX} more earlier events not shown" in md
     assert len(tables["Chaos episodes"]) - 1 == audit.LIST_MAX and report.chaos_total == 150
     assert len(tables["Mode changes"]) - 1 == audit.LIST_MAX
-    (info, chart), _ = _fences(md)
-    canary = [ln for ln in chart.splitlines() if ln.strip().startswith("line [")][1]
-    values = [float(v) for v in canary.strip()[len("line [") : -1].split(",")]
-    assert 30 <= len(values) <= audit.CHART_POINTS
-    assert values == sorted(values) and values[-1] == 2999  # max per bucket keeps the last spike
+    (_info, block), _ = _fences(md)
+    assert 30 <= report.chart.size <= audit.CHART_POINTS
+    assert report.chart.buckets[report.chart.size - 1]["canary_p99"] == 2999  # max per bucket keeps the last spike
+    chart = _chart(block)
+    assert chart["columns"] <= audit.CHART_COLUMNS and len(chart["ticks"]) <= audit.MAX_TIME_LABELS
+    assert float(chart["rows"][0][0]) >= 2999 and "x" in chart["rows"][0][1]  # the top row holds the spike
 
 
 def test_since_filters_records() -> None:
@@ -166,7 +207,7 @@ def test_cli_audit_writes_report_atomically(tmp_path: Path, capsys: pytest.Captu
     rc = run(["-m", str(tmp_path / "manifest.yaml"), "audit"])
     assert rc == 0
     report = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
-    assert "## Policy violations" in report and "```mermaid" in report
+    assert "## Policy violations" in report and "```text" in report
     assert "wrote" in capsys.readouterr().out
     out = tmp_path / "r" / "x.md"
     rc = run(
