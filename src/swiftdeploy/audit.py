@@ -346,7 +346,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
     episodes_open = sum(1 for e in r.chaos if e.ended is None)
     summary = [
         ["Period", period],
-        ["Records", f"{r.records} ({ev['status']} status refreshes)"],
+        ["Records", f"{r.records} ({ev['status']} status records)"],
         [
             "Deploys",
             f"{deploys} started: {ev['deploy_succeeded']} succeeded, {ev['deploy_blocked']} blocked, "
@@ -545,7 +545,7 @@ def _time_ticks(origin: datetime, seconds_per_column: float, columns: int) -> li
         first = math.ceil(epoch / step) * step
         ticks = []
         moment = first
-        while (col := round((moment - epoch) / seconds_per_column)) < columns:
+        while (col := math.floor((moment - epoch) / seconds_per_column + 1e-9)) < columns:
             ticks.append((col, datetime.fromtimestamp(moment, UTC).strftime(fmt)))
             moment += step
         if ticks:

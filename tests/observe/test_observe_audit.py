@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,90 @@ def test_failed_and_no_op_lifecycle_records(tmp_path: Path) -> None:
     assert summary["Rollbacks"] == "1" and summary["Teardowns"] == "1 (1 failed)"
     assert "Mode changes" not in tables  # a rollback that changed nothing is not a mode change
     assert tables["Timeline"][2][1:] == ["teardown_failed", "error=nginx: a | b"]
+
+
+def test_cli_history_rotates_at_max_mb_and_audit_reads_every_file_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST + "history: {max_mb: 0.001, keep: 2}\n", encoding="utf-8")  # rotate at 1 KiB
+    for _ in range(12):
+        assert run(["-m", str(manifest), "init"]) == 0  # each run appends an `init` record (~0.3-0.6 KB)
+    capsys.readouterr()
+    path = tmp_path / "history.jsonl"
+    names = [f.name for f in history.files(path)]
+    assert names == ["history.2.jsonl", "history.1.jsonl", "history.jsonl"]  # keep: 2 rotated files, no more
+    assert all(f.stat().st_size <= 1048 for f in history.files(path))
+    kept = [json.loads(line) for f in history.files(path) for line in f.read_text().splitlines()]
+    assert 2 < len(kept) < 12  # the oldest records went with the oldest file
+    assert run(["-m", str(manifest), "audit", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"] == len(kept) and data["events"] == {"init": len(kept)}
+    report = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
+    assert "From `history.2.jsonl`, `history.1.jsonl`, `history.jsonl` (oldest first)" in report
+    times = [row[0] for row in _tables(report)["Timeline"][1:]]
+    assert times == [r["ts"] for r in kept] and times == sorted(times)  # every file, oldest first
+
+
+def _status(ts: datetime, tracks: dict) -> dict:
+    return {"ts": history.format_ts(ts), "event": "status", "mode": "canary", "tracks": tracks}
+
+
+def _up(p99: float, err: float, seconds: float = 10) -> dict:
+    figures = {"seconds": seconds, "requests": 100, "errors": 0, "p99_ms": p99, "error_rate_percent": err}
+    return {"state": "up", "up": True, "interval": figures}
+
+
+def test_cli_audit_charts_by_time_with_gaps_legend_and_few_labels(tmp_path: Path) -> None:
+    """Ten minutes of status records 10 s apart; the canary is down 12:03-12:06, no dashboard runs 12:07-12:08,
+    and records are denser for a minute (2 s apart): the chart must show time, not record order."""
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    records, t = [], start
+    while t <= start + timedelta(minutes=10):
+        step = 2 if timedelta(minutes=8) <= t - start < timedelta(minutes=9) else 10
+        t += timedelta(seconds=step)
+        minute = (t - start).total_seconds() / 60
+        if 7 < minute <= 8:
+            continue  # no dashboard was recording
+        canary = {"state": "down", "up": False, "interval": None} if 3 <= minute < 6 else _up(80, 4, step)
+        records.append(_status(t, {"stable": _up(40, 0.5, step), "canary": canary}))
+    records.append({"ts": "2024-05-01T12:10:30.000Z", "event": "policy_decision", "domain": "canary",
+                    "engine": "embedded", "verdict": "allow", "allow": True, "violations": [], "gate": "promote_stable",
+                    "input": {"window_seconds": 30, "canary": {"requests": 61, "errors": 0, "error_rate_percent": 0,
+                              "p50_ms": 9, "p99_ms": 31}, "stable": {"requests": 540, "errors": 2,
+                              "error_rate_percent": 0.37, "p50_ms": 8, "p99_ms": 29}}})  # fmt: skip
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (tmp_path / "manifest.yaml").write_text(MANIFEST, encoding="utf-8")
+    assert run(["-m", str(tmp_path / "manifest.yaml"), "audit"]) == 0
+    text = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
+    fences = _fences(text)
+    assert [info for info, _ in fences] == ["text", "text", "text"]
+    chart = _chart(fences[0][1])
+    assert chart["title"].startswith("P99 latency (ms)")
+    assert "o stable" in chart["legend"] and "x canary" in chart["legend"] and "blank: no data" in chart["legend"]
+    # at most ~12 readable labels, round times, each placed at its own time
+    assert 3 <= len(chart["ticks"]) <= 12 and [c for c, _ in chart["ticks"]] == chart["tick_columns"]
+    for column, label in chart["ticks"]:
+        low, high = _column_time(chart, column)
+        moment = datetime.strptime(f"2024-05-01 {label}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        assert low - timedelta(seconds=1) <= moment < high + timedelta(seconds=1), (label, low, high)
+
+    def inside(column: int, first: float, last: float) -> bool:  # the column lies within [first, last] minutes
+        low, high = _column_time(chart, column)
+        return start + timedelta(minutes=first) <= low and high <= start + timedelta(minutes=last)
+
+    stable, canary = _glyph_columns(chart, "o"), _glyph_columns(chart, "x")
+    columns = range(chart["columns"])
+    assert all(c not in canary for c in columns if inside(c, 3.2, 5.8))  # down: a gap, not zeros
+    assert all(c not in stable and c not in canary for c in columns if inside(c, 7.2, 7.8))  # nobody watched
+    assert all(c in stable for c in columns if inside(c, 0.2, 6.8) or inside(c, 8.2, 9.8))
+    assert all(c in canary for c in columns if inside(c, 0.2, 2.8) or inside(c, 6.2, 6.8) or inside(c, 8.2, 9.8))
+    # the dense minute takes as much width as any other minute: placed by time, not by record
+    dense = [c for c in columns if inside(c, 8, 9)]
+    sparse = [c for c in columns if inside(c, 1, 2)]
+    assert abs(len(dense) - len(sparse)) <= 1
+    # the promotion window's own evidence, from its decision record
+    window = fences[2][1]
+    assert "promote stable: allow (embedded engine), 30 s window" in window
+    assert "540 (2 errors)" in window and "61 (0 errors)" in window and "0.37%" in window and "31 ms" in window
+    assert "## Promotion windows" in text
