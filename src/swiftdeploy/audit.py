@@ -91,16 +91,20 @@ class _Chart:
 
     def __init__(self, points: int = CHART_POINTS) -> None:
         self.points = points
-        self.origin: datetime | None = None
+        self.start: float | None = None  # POSIX time of the origin
         self.width = 1.0  # seconds per bucket
         self.buckets: dict[int, dict[str, float]] = {}  # index -> series -> max
 
-    def add(self, start: datetime, end: datetime, values: dict[str, float]) -> None:
-        """`values` held over [start, end] (a point when they are equal)."""
-        if self.origin is None:
-            self.origin = start
-        first = max(0.0, (start - self.origin).total_seconds())
-        last = max(first, (end - self.origin).total_seconds())
+    @property
+    def origin(self) -> datetime | None:
+        return None if self.start is None else datetime.fromtimestamp(self.start, UTC)
+
+    def add(self, start: float, end: float, values: dict[str, float]) -> None:
+        """`values` held over [start, end] (POSIX seconds; a point when they are equal)."""
+        if self.start is None:
+            self.start = start
+        first = max(0.0, start - self.start)
+        last = max(first, end - self.start)
         while last / self.width >= self.points:
             self.width *= 2
             merged: dict[int, dict[str, float]] = {}
@@ -194,6 +198,7 @@ class AuditReport:
         tracks = record.get("tracks")
         if type(tracks) is not dict:
             tracks = {}
+        spans: dict[float, dict[str, float]] = {}  # both tracks usually cover the same span: one add
         for track, series in _SERIES:
             info = tracks.get(track)
             if type(info) is not dict:
@@ -209,11 +214,15 @@ class AuditReport:
                 seconds = figures.get("seconds")
                 span = float(seconds) if type(seconds) in _NUMBERS and 0 < seconds < 366 * 86400 else 0.0
                 if values:  # the figures cover the `seconds` up to the record's time
-                    self.chart.add(moment - timedelta(seconds=span), moment, values)
+                    spans.setdefault(span, {}).update(values)
             if track in self.open_chaos:
                 chaos = info.get("chaos")
                 if type(chaos) is dict and chaos.get("mode") == "none":
                     self._end_chaos(track, ts, moment, "status: no fault seen")
+        if spans:
+            end = moment.timestamp()
+            for span, values in spans.items():
+                self.chart.add(end - span, end, values)
         decisions = record.get("decisions") if isinstance(record.get("decisions"), dict) else {}
         for domain, decision in decisions.items():
             if not isinstance(decision, dict):
