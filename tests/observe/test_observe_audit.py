@@ -328,3 +328,24 @@ def test_cli_audit_charts_by_time_with_gaps_legend_and_few_labels(tmp_path: Path
     assert "promote stable: allow (embedded engine), 30 s window" in window
     assert "540 (2 errors)" in window and "61 (0 errors)" in window and "0.37%" in window and "31 ms" in window
     assert "## Promotion windows" in text
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("history: {max_mb: 0}", "history.max_mb: Input should be greater than 0"),
+        ("history: {max_mb: true}", "history.max_mb: Input should be a valid number"),
+        ("history: {keep: 0}", "history.keep: Input should be greater than or equal to 1"),
+        ('history: {keep: "3"}', "history.keep: Input should be a valid integer"),
+        ("history: {status_every: 0}", "history.status_every: duration 0 must be greater than 0"),
+        ("history: {max_md: 5}", "history.max_md: unknown field; did you mean `max_mb`?"),
+    ],
+)
+def test_cli_history_section_is_validated_like_every_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, message: str
+) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST + section + "\n", encoding="utf-8")
+    assert run(["-m", str(manifest), "audit"]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.yaml:3:" in err and message in err and "Traceback" not in err
