@@ -1,9 +1,12 @@
-"""audit_report.md from history.jsonl (docs/history.md).
+"""audit_report.md from history.jsonl and its rotated files, oldest first (docs/history.md).
 
 The history is streamed once; only bounded aggregates are kept, so memory does not grow with its length:
 counters, the last TIMELINE_MAX lifecycle/decision rows, the last LIST_MAX mode changes and chaos episodes,
-one row per (domain, rule, source) violation, and CHART_POINTS chart buckets whose width doubles (adjacent
-buckets merged) whenever the history outgrows them.
+one row per (domain, rule, source) violation, the last WINDOWS_MAX promotion windows, and CHART_POINTS chart
+buckets whose width doubles (adjacent buckets merged) whenever the history outgrows them.
+
+The charts are plain text in fenced blocks: Mermaid's xychart can draw neither a gap (a missing value) nor a
+legend, and a gap is exactly what must show when a track did not answer.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,17 @@ from .fsutil import atomic_write
 
 TIMELINE_MAX = 200
 LIST_MAX = 100
-CHART_POINTS = 60
+WINDOWS_MAX = 20
+CHART_POINTS = 60  # time buckets; the chart is CHART_COLUMNS wide (a bucket may take several columns)
+CHART_COLUMNS = 60
+CHART_ROWS = 10
+MAX_TIME_LABELS = 12
+_GLYPHS = {"stable": "o", "canary": "x"}
+_BOTH = "*"
 TRACKS = ("stable", "canary")
 _SERIES = tuple((t, (("p99_ms", f"{t}_p99"), ("error_rate_percent", f"{t}_err"))) for t in TRACKS)
 _NUMBERS = (int, float)
+_UP_STATES = ("up", "starting")  # a track that answered (its figures are real)
 # Events that end every chaos episode on a track: the process that carried the fault is gone or replaced.
 _CHAOS_ENDERS = {"rollback": ("canary",), "teardown": TRACKS}
 
@@ -56,58 +66,69 @@ class ViolationRow:
 
 
 @dataclass
-class _Bucket:
-    first_ts: str
-    values: dict[str, float] = field(default_factory=dict)  # series -> max in the bucket
+class PromotionWindow:
+    """One `promote stable` gate: what the policy was shown (the decision's input) and what it answered."""
 
-    def add(self, series: str, value: float) -> None:
-        if series not in self.values or value > self.values[series]:
-            self.values[series] = value
+    ts: str
+    verdict: str
+    engine: str | None
+    window_seconds: Any
+    tracks: dict[str, dict[str, Any] | None]  # stable/canary -> TRACK (requests, errors, error rate, P99) or None
+    violations: list[dict[str, Any]]
 
-    def merge(self, other: _Bucket) -> None:
-        for k, v in other.values.items():
-            self.add(k, v)
+
+def _max_into(target: dict[str, float], values: dict[str, float]) -> None:
+    for series, value in values.items():
+        if series not in target or value > target[series]:
+            target[series] = value
 
 
 class _Chart:
-    """Bounded time series: at most CHART_POINTS buckets; when a point falls beyond the last bucket, the width
-    doubles and adjacent buckets merge (max per series). Each bucket keeps the max, so a spike stays visible."""
+    """Bounded time series by time: at most `points` buckets of `width` seconds from `origin`; when a record
+    falls beyond the last bucket, the width doubles and adjacent buckets merge. A record's figures cover a span
+    (the time since the previous record) and fill every bucket of it; each bucket keeps the max per series, so a
+    spike stays visible. A bucket no record covered for a series is a gap, never a zero."""
 
     def __init__(self, points: int = CHART_POINTS) -> None:
         self.points = points
-        self.origin: datetime | None = None
+        self.start: float | None = None  # POSIX time of the origin
         self.width = 1.0  # seconds per bucket
-        self.buckets: dict[int, _Bucket] = {}
+        self.buckets: dict[int, dict[str, float]] = {}  # index -> series -> max
 
-    def add(self, moment: datetime, ts: str, values: dict[str, float]) -> None:
-        if self.origin is None:
-            self.origin = moment
-        offset = max(0.0, (moment - self.origin).total_seconds())
-        while offset / self.width >= self.points:
+    @property
+    def origin(self) -> datetime | None:
+        return None if self.start is None else datetime.fromtimestamp(self.start, UTC)
+
+    def add(self, start: float, end: float, values: dict[str, float]) -> None:
+        """`values` held over [start, end] (POSIX seconds; a point when they are equal)."""
+        if self.start is None:
+            self.start = start
+        first = max(0.0, start - self.start)
+        last = max(first, end - self.start)
+        while last / self.width >= self.points:
             self.width *= 2
-            merged: dict[int, _Bucket] = {}
+            merged: dict[int, dict[str, float]] = {}
             for index in sorted(self.buckets):
-                bucket = self.buckets[index]
-                target = merged.get(index // 2)
-                if target is None:
-                    merged[index // 2] = bucket
-                else:
-                    target.merge(bucket)
+                _max_into(merged.setdefault(index // 2, {}), self.buckets[index])
             self.buckets = merged
-        index = int(offset / self.width)
-        bucket = self.buckets.get(index)
-        if bucket is None:
-            bucket = self.buckets[index] = _Bucket(ts)
-        for series, value in values.items():
-            bucket.add(series, value)
+        low = int(first / self.width)
+        high = max(low, math.ceil(last / self.width) - 1)  # [start, end): a span ending on a boundary stops there
+        for index in range(low, high + 1):
+            _max_into(self.buckets.setdefault(index, {}), values)
 
-    def ordered(self) -> list[_Bucket]:
-        return [self.buckets[i] for i in sorted(self.buckets)]
+    @property
+    def size(self) -> int:
+        """Buckets from the origin to the last one with data (the empty ones in between are gaps)."""
+        return max(self.buckets) + 1 if self.buckets else 0
+
+    def series(self) -> set[str]:
+        return {name for bucket in self.buckets.values() for name in bucket}
 
 
 @dataclass
 class AuditReport:
     source: str
+    files: list[str] = field(default_factory=list)  # the history files read, oldest first
     since: str | None = None
     records: int = 0
     skipped: int = 0
@@ -130,6 +151,8 @@ class AuditReport:
     open_chaos: dict[str, ChaosEpisode] = field(default_factory=dict)
     violations: dict[tuple[str, str, str], ViolationRow] = field(default_factory=dict)
     chart: _Chart = field(default_factory=_Chart)
+    windows: deque = field(default_factory=lambda: deque(maxlen=WINDOWS_MAX))
+    windows_total: int = 0
 
     # --- streaming ---
 
@@ -159,6 +182,7 @@ class AuditReport:
                 self.engines[str(record["engine"])] += 1
             for v in record.get("violations") or []:
                 self._violation(str(record.get("domain")), "gate", v, ts)
+            self._window(record, ts)
         elif event == "promote_succeeded":
             self.promotions[str(record.get("target", "?"))] += 1
             if record.get("target") == "stable":
@@ -174,23 +198,31 @@ class AuditReport:
         tracks = record.get("tracks")
         if type(tracks) is not dict:
             tracks = {}
-        values: dict[str, float] = {}
+        spans: dict[float, dict[str, float]] = {}  # both tracks usually cover the same span: one add
         for track, series in _SERIES:
             info = tracks.get(track)
             if type(info) is not dict:
                 continue
-            figures = info.get("interval") or info.get("window")
-            if type(figures) is dict:
+            figures = info.get("interval")
+            answered = info.get("state", "up" if info.get("up", True) else "down") in _UP_STATES
+            if answered and type(figures) is dict:
+                values: dict[str, float] = {}
                 for key, name in series:
                     value = figures.get(key)
                     if type(value) in _NUMBERS and math.isfinite(value):
                         values[name] = float(value)
+                seconds = figures.get("seconds")
+                span = float(seconds) if type(seconds) in _NUMBERS and 0 < seconds < 366 * 86400 else 0.0
+                if values:  # the figures cover the `seconds` up to the record's time
+                    spans.setdefault(span, {}).update(values)
             if track in self.open_chaos:
                 chaos = info.get("chaos")
                 if type(chaos) is dict and chaos.get("mode") == "none":
                     self._end_chaos(track, ts, moment, "status: no fault seen")
-        if values:
-            self.chart.add(moment, ts, values)
+        if spans:
+            end = moment.timestamp()
+            for span, values in spans.items():
+                self.chart.add(end - span, end, values)
         decisions = record.get("decisions") if isinstance(record.get("decisions"), dict) else {}
         for domain, decision in decisions.items():
             if not isinstance(decision, dict):
@@ -215,6 +247,25 @@ class AuditReport:
         distance = _distance(observed, threshold)
         if distance >= row._distance:  # keep the observation farthest beyond its threshold
             row._distance, row.worst, row.threshold = distance, observed, threshold
+
+    def _window(self, record: dict[str, Any], ts: str) -> None:
+        """A canary gate's decision (`promote stable`): keep what its window measured, for the evidence chart."""
+        data = record.get("input")
+        if record.get("domain") != "canary" or not isinstance(data, dict):
+            return
+        if record.get("gate") not in (None, "promote_stable"):
+            return
+        self.windows_total += 1
+        self.windows.append(
+            PromotionWindow(
+                ts=ts,
+                verdict=str(record.get("verdict")),
+                engine=record.get("engine"),
+                window_seconds=data.get("window_seconds"),
+                tracks={t: data.get(t) if isinstance(data.get(t), dict) else None for t in TRACKS},
+                violations=[v for v in record.get("violations") or [] if isinstance(v, dict)],
+            )
+        )
 
     def _chaos(self, record: dict[str, Any], ts: str, moment: datetime) -> None:
         track = str(record.get("track") or "canary")
@@ -242,15 +293,17 @@ class AuditReport:
 
 
 def build(path: Path | str, since: datetime | None = None) -> AuditReport:
-    """Stream the history at `path` into an AuditReport (bounded memory whatever the file's length)."""
+    """Stream the history at `path` (its rotated files first, oldest first) into an AuditReport (bounded memory
+    whatever the history's length)."""
     reader = history.read(path, since=since)
     report = AuditReport(source=Path(path).name, since=history.format_ts(since) if since else None)
     for moment, record in reader.timed():
         try:
             report.feed(record, moment)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, OverflowError):
             reader.skipped += 1  # valid JSON with a field of the wrong shape: count it, do not fail the report
     report.skipped, report.filtered = reader.skipped, reader.filtered
+    report.files = [p.name for p in reader.files]
     return report
 
 
@@ -284,6 +337,8 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
     r = report
     out = ["# swiftdeploy audit report", ""]
     meta = f"From `{r.source}`"
+    if len(r.files) > 1 or (r.files and r.files[0] != r.source):
+        meta = "From " + ", ".join(f"`{name}`" for name in r.files) + " (oldest first)"
     if generated_at:
         meta += f", generated {generated_at}"
     if r.since:
@@ -300,7 +355,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
     episodes_open = sum(1 for e in r.chaos if e.ended is None)
     summary = [
         ["Period", period],
-        ["Records", f"{r.records} ({ev['status']} status refreshes)"],
+        ["Records", f"{r.records} ({ev['status']} status records)"],
         [
             "Deploys",
             f"{deploys} started: {ev['deploy_succeeded']} succeeded, {ev['deploy_blocked']} blocked, "
@@ -389,6 +444,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
     out.append("")
 
     out += ["## Metrics over time", "", *_charts(r)]
+    out += ["", "## Promotion windows", "", *_windows(r)] if out[-1] else ["## Promotion windows", "", *_windows(r)]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -415,41 +471,160 @@ def _section(
 
 
 def _charts(r: AuditReport) -> list[str]:
-    buckets = r.chart.ordered()
-    if not buckets:
+    chart = r.chart
+    if not chart.buckets or chart.origin is None:
         return ["_No status refreshes recorded: run `swiftdeploy status` to collect metrics._"]
-    span_days = r.last_dt and r.first_dt and (r.last_dt - r.first_dt).total_seconds() >= 86400
-    labels = [_label(b.first_ts, bool(span_days)) for b in buckets]
-    present = {s for b in buckets for s in b.values}
+    present = chart.series()
     lines = [
-        f"{len(buckets)} points, each the maximum over {_duration(r.chart.width)} of status refreshes. "
-        "Blue: stable, orange: canary; 0 where the track did not answer.",
+        f"From the status records, placed by time: each point is the maximum over {_duration(chart.width)} "
+        "(a record's figures fill the time since the previous record). A blank is a gap: the track did not "
+        "answer, or no dashboard was recording. The promotion gates' own measurements are charted below.",
         "",
     ]
     for title, unit, suffix in (("P99 latency", "ms", "p99"), ("Error rate", "%", "err")):
-        series = [s for s in (f"stable_{suffix}", f"canary_{suffix}") if s in present]
-        if not series:
-            continue
-        top = max((b.values.get(s, 0.0) for b in buckets for s in series), default=0.0)
-        lines += [
-            "```mermaid",
-            "---",
-            "config:",
-            "  themeVariables:",
-            "    xyChart:",
-            '      plotColorPalette: "#1f77b4, #ff7f0e"',
-            "---",
-            "xychart-beta",
-            f'    title "{title} ({unit})"',
-            "    x-axis [" + ", ".join(f'"{label}"' for label in labels) + "]",
-            f'    y-axis "{unit}" 0 --> {_nice_top(top)}',
-        ]
-        if f"stable_{suffix}" not in series:
-            lines.append("    line [" + ", ".join("0" for _ in buckets) + "]")  # keep canary orange
-        for s in series:
-            lines.append("    line [" + ", ".join(format_number(round(b.values.get(s, 0.0), 2)) for b in buckets) + "]")
-        lines += ["```", ""]
+        series = [t for t in TRACKS if f"{t}_{suffix}" in present]
+        if series:
+            lines += ["```text", *_text_chart(chart, title, unit, suffix, series), "```", ""]
     return lines
+
+
+def _stretch(chart: _Chart) -> int:
+    """Columns per bucket: a short history is drawn wide enough to read."""
+    return max(1, CHART_COLUMNS // max(1, chart.size))
+
+
+def _text_chart(chart: _Chart, title: str, unit: str, suffix: str, tracks: list[str]) -> list[str]:
+    """One ASCII chart: y axis 0..a round top, one column per time slice, a glyph per track (`*` where both fall
+    in the same cell), blank where there is no value, ≤ MAX_TIME_LABELS time labels, and a legend."""
+    assert chart.origin is not None
+    stretch = _stretch(chart)
+    columns = chart.size * stretch
+    top = _nice_top(max(b[f"{t}_{suffix}"] for b in chart.buckets.values() for t in tracks if f"{t}_{suffix}" in b))
+    grid = [[" "] * columns for _ in range(CHART_ROWS + 1)]
+    for index, bucket in chart.buckets.items():
+        for track in tracks:
+            value = bucket.get(f"{track}_{suffix}")
+            if value is None:
+                continue
+            row = CHART_ROWS - min(CHART_ROWS, max(0, round(value / top * CHART_ROWS)))
+            for col in range(index * stretch, (index + 1) * stretch):
+                cell = grid[row][col]
+                grid[row][col] = _GLYPHS[track] if cell in (" ", _GLYPHS[track]) else _BOTH
+    labels = [
+        format_number(top * (CHART_ROWS - row) / CHART_ROWS) if row % 2 == 0 else "" for row in range(CHART_ROWS + 1)
+    ]
+    pad = max(len(label) for label in labels)
+    out = [f"{title} ({unit}), maximum per {_duration(chart.width)}"]
+    out += [f"{label:>{pad}} |{''.join(cells).rstrip()}" for label, cells in zip(labels, grid, strict=True)]
+    ticks = _time_ticks(chart.origin, chart.width / stretch, columns)
+    axis = ["-"] * columns
+    text = [" "] * (columns + 20)
+    for col, label in ticks:
+        axis[col] = "+"
+        text[col : col + len(label)] = label
+    out.append(f"{'':>{pad}} +{''.join(axis)}")
+    out.append(f"{'':>{pad}}  {''.join(text).rstrip()}")
+    span_end = chart.origin + timedelta(seconds=chart.size * chart.width)
+    out.append(f"{'':>{pad}}  UTC, {history.format_ts(chart.origin)} to {history.format_ts(span_end)}")
+    legend = []
+    for track in tracks:
+        peak = max(b[f"{track}_{suffix}"] for b in chart.buckets.values() if f"{track}_{suffix}" in b)
+        legend.append(f"{_GLYPHS[track]} {track} (max {format_number(round(peak, 2), unit)})")
+    if len(tracks) > 1:
+        legend.append(f"{_BOTH} both")
+    out.append("legend: " + "   ".join(legend) + "   blank: no data")
+    return out
+
+
+_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+               172800, 604800, 2592000)  # fmt: skip
+
+
+def _time_ticks(origin: datetime, seconds_per_column: float, columns: int) -> list[tuple[int, str]]:
+    """(column, label) for round UTC times: the smallest step giving at most MAX_TIME_LABELS labels that do
+    not touch each other."""
+    span = seconds_per_column * columns
+    for step in _TICK_STEPS:
+        fmt = "%H:%M:%S" if step < 60 else ("%H:%M" if step < 86400 else "%m-%d")
+        if step < 86400 and span >= 86400:
+            fmt = "%m-%d %H:%M"
+        width = len(origin.strftime(fmt)) + 2
+        if step / seconds_per_column < width or span / step > MAX_TIME_LABELS:
+            continue
+        epoch = origin.timestamp()
+        first = math.ceil(epoch / step) * step
+        ticks = []
+        moment = first
+        while (col := math.floor((moment - epoch) / seconds_per_column + 1e-9)) < columns:
+            ticks.append((col, datetime.fromtimestamp(moment, UTC).strftime(fmt)))
+            moment += step
+        if ticks:
+            return ticks
+    return [(0, origin.strftime("%H:%M:%S"))]
+
+
+def _windows(r: AuditReport) -> list[str]:
+    """Each `promote stable` gate's evidence: requests, error rate and P99 of both tracks over its window, as
+    bars on one scale per measure, a `|` at a violated threshold, and the violations."""
+    if not r.windows:
+        return ["_No `promote stable` decisions recorded._"]
+    out = [
+        "What each `promote stable` gate measured over its window (the input of its policy decision), whatever a "
+        "dashboard recorded. Bars share one scale per measure; `|` marks a threshold the canary broke.",
+        "",
+    ]
+    hidden = r.windows_total - len(r.windows)
+    if hidden:
+        out += [f"_… {hidden} earlier promotion windows not shown (the last {WINDOWS_MAX} are kept)._", ""]
+    for w in r.windows:
+        out += ["```text", *_window_chart(w), "```", ""]
+    return out
+
+
+_WINDOW_BAR = 30
+_MEASURES = (("requests", "requests", ""), ("error rate", "error_rate_percent", "%"), ("P99", "p99_ms", "ms"))
+
+
+def _window_chart(w: PromotionWindow) -> list[str]:
+    seconds = w.window_seconds
+    span = f", {_duration(float(seconds))} window" if isinstance(seconds, int | float) and seconds > 0 else ""
+    engine = f" ({w.engine} engine)" if w.engine else ""
+    out = [f"{w.ts}  promote stable: {w.verdict}{engine}{span}"]
+    canary = w.tracks.get("canary") or {}
+    for label, key, unit in _MEASURES:
+        values = {t: (w.tracks.get(t) or {}).get(key) for t in TRACKS}
+        numbers = [float(v) for v in values.values() if isinstance(v, _NUMBERS) and not isinstance(v, bool)]
+        limit = next(
+            (
+                float(v["threshold"])
+                for v in w.violations
+                if isinstance(v.get("threshold"), _NUMBERS) and v.get("observed") == canary.get(key) is not None
+            ),
+            None,
+        )
+        top = max([*numbers, limit or 0.0, 0.0])
+        for i, track in enumerate(TRACKS):
+            value = values[track]
+            name = f"{label:<11}{track:<7}" if i == 0 else f"{'':<11}{track:<7}"
+            if not isinstance(value, _NUMBERS) or isinstance(value, bool):
+                out.append(f"{name}{'':<{_WINDOW_BAR + 2}}no figures")
+                continue
+            bar = list("#" * (round(float(value) / top * _WINDOW_BAR) if top > 0 else 0))
+            bar += [" "] * (_WINDOW_BAR + 1 - len(bar))
+            if limit is not None and track == "canary":
+                bar[min(_WINDOW_BAR, round(limit / top * _WINDOW_BAR))] = "|"
+            shown = format_number(value, unit)
+            if key == "requests" and isinstance((w.tracks.get(track) or {}).get("errors"), int):
+                shown += f" ({w.tracks[track]['errors']} errors)"  # type: ignore[index]
+            if limit is not None and track == "canary":
+                shown += f"   | threshold {format_number(limit, unit)}"
+            out.append(f"{name}{''.join(bar)} {shown}".rstrip())
+    for v in w.violations:
+        message = " ".join(str(v.get("message") or "").split())
+        out.append(f"violation {v.get('rule')}: {message}".rstrip(": "))
+    if not w.violations:
+        out.append("no violations")
+    return [line.replace("`", "'") for line in out]
 
 
 # --- formatting helpers ---
@@ -526,19 +701,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs} s"
 
 
-def _label(ts: str, with_date: bool) -> str:
-    # "2024-05-01T12:00:01.123Z" -> "12:00:01" (or "05-01 12:00" when the history spans days)
-    date, _, clock = ts.partition("T")
-    return f"{date[5:]} {clock[:5]}" if with_date else clock[:8]
-
-
-def _nice_top(value: float) -> str:
-    """A round y-axis maximum a little above the data (never 0: mermaid needs a range)."""
-    if value <= 0:
-        return "1"
-    magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        top = step * magnitude
-        if top >= value * 1.05:
-            return format_number(float(top))
-    return format_number(float(10 * magnitude))
+def _nice_top(value: float) -> float:
+    """A round y-axis maximum at or above the data whose fifths (the labelled rows) are round too: 5 × 1, 2,
+    2.5, 4, 5, 6 or 8 × 10^k (never 0: the axis needs a range)."""
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value / 5))
+    for step in (1, 2, 2.5, 4, 5, 6, 8, 10):
+        if 5 * step * magnitude >= value:
+            return float(5 * step * magnitude)
+    return float(50 * magnitude)

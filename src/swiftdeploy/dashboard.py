@@ -5,18 +5,24 @@ A `StatusCollector` keeps what one refresh needs from the previous ones, all bou
 - the scrapes of the last policy window (figures over the window: the oldest scrape not older than the window);
 - the last TREND_POINTS interval values of req/s and P99 (sparklines).
 
-Each refresh scrapes every track (metrics, healthz, chaos) through the admin listener, or through the per-track
-base URLs given to the collector (tests point them straight at demo API processes). A track that does not answer
-is "down" (or "absent" when the manifest runs no canary); nothing here raises for a dead track or a failing
-policy engine: the snapshot says so instead.
+Each refresh first re-reads the manifest when its file changed (inode, size or mtime: one stat otherwise), so
+mode, thresholds, window and ports follow `promote`/`rollback` or an edit made elsewhere; an invalid edit keeps
+the last valid manifest and says so (`Snapshot.manifest_error`). Then it scrapes every track (metrics, healthz,
+chaos) through the admin listener, or through the per-track base URLs given to the collector (tests point them
+straight at demo API processes). A track that does not answer is "down" (or "absent" when the manifest runs no
+canary), one that answers but whose health check does not is "starting"; the canary policy is only asked about
+tracks it can see. Nothing here raises for a dead track or a failing policy engine: the snapshot says so.
 
 `refreshes(collector, interval)` is the one refresh loop (live `status`, `status --once` through `snapshot()`,
-and the demo's sampler): collect, append the `status` record to history.jsonl, yield, wait. No printing and no
-Rich here: `swiftdeploy.cli.output.render_snapshot` draws a Snapshot.
+and the demo's sampler): collect, let a `StatusRecorder` decide whether this refresh becomes a `status` record in
+history.jsonl (when something in it changed, else at most every `history.status_every` seconds; a record's
+figures cover the whole time since the previous record), yield, wait. No printing and no Rich here:
+`swiftdeploy.cli.output.render_snapshot` draws a Snapshot.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,14 +47,17 @@ _CHAOS_CODES = {0: "none", 1: "slow", 2: "error"}  # the chaos_active gauge (doc
 # Verdicts a domain can show. Only "allow" lets `status --once` exit 0 (see exit_code()).
 BASELINE = "collecting baseline"
 NOT_APPLICABLE = "not applicable"
+NOT_EVALUATED = "not evaluated"  # the canary is down or starting: the policy is not asked about what it cannot see
 UNAVAILABLE = "engine unavailable"
 ERROR = "error"
+# Track states. A track that should run (stable; the canary in canary mode) and is not UP makes `--once` exit 1.
+UP, STARTING, DOWN, ABSENT = "up", "starting", "down", "absent"
 
 
 @dataclass
 class TrackView:
     track: str
-    state: str  # "up" | "down" | "absent" (no canary in this mode)
+    state: str  # "up" | "starting" (answers, health check not ok) | "down" | "absent" (no canary in this mode)
     error: str | None = None  # why it is down
     health: str | None = None  # "ok" or what /healthz answered
     mode: str | None = None
@@ -59,6 +68,7 @@ class TrackView:
     window: dict[str, Any] | None = None  # figures over the policy window (or as much of it as observed)
     trend_rps: list[float] = field(default_factory=list)
     trend_p99: list[float] = field(default_factory=list)
+    scrape: Scrape | None = field(default=None, repr=False, compare=False)  # this refresh's scrape (not shown)
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
         out = {
@@ -112,6 +122,9 @@ class Snapshot:
     tracks: dict[str, TrackView]
     decisions: dict[str, DomainView]
     host: dict[str, Any] | None = None  # infrastructure facts (docs/contracts.md#inputs)
+    manifest_error: str | None = None  # the manifest was edited into something invalid: the last valid one is used
+    at: float = field(default=0.0, repr=False, compare=False)  # the collector's clock at this refresh
+    seq: int = field(default=0, repr=False, compare=False)  # the collector's refresh count at this refresh
 
     @property
     def baseline(self) -> bool:
@@ -121,19 +134,38 @@ class Snapshot:
     def engines(self) -> list[str]:
         return sorted({d.engine for d in self.decisions.values() if d.engine})
 
+    @property
+    def expected(self) -> tuple[str, ...]:
+        """The tracks that should be running in this mode."""
+        return TRACKS if self.mode == "canary" else ("stable",)
+
     def exit_code(self) -> int:
-        """`status --once`: 0 when every evaluated domain allows and every track that should run answers, 3 when
-        a domain denies / is inconclusive / has not enough data, 4 when the engine could not answer (and nothing
-        denied), 1 when a track that should run is down (so a probe or CI step sees an outage even while the
-        policy allows). `not applicable` (no canary in stable mode) does not block."""
-        verdicts = [d.verdict for d in self.decisions.values() if d.verdict != NOT_APPLICABLE]
+        """`status --once`: 1 when a track that should run is down or starting (an outage is an outage, not a
+        policy block, whatever the policy says); else 3 when a domain denies / is inconclusive / has not enough
+        data, 4 when the engine could not answer (and nothing denied), 0 when every evaluated domain allows.
+        `not applicable` (no canary in stable mode) and `not evaluated` (the canary is down) do not block."""
+        if any(view.state in (DOWN, STARTING) for name, view in self.tracks.items() if name in self.expected):
+            return OperationFailed.exit_code
+        verdicts = [d.verdict for d in self.decisions.values() if d.verdict not in (NOT_APPLICABLE, NOT_EVALUATED)]
         if any(v not in ("allow", UNAVAILABLE) for v in verdicts):
             return PolicyBlocked.exit_code
         if UNAVAILABLE in verdicts:
             return PolicyEngineUnavailable.exit_code
-        if any(view.state == "down" for view in self.tracks.values()):
-            return OperationFailed.exit_code
         return 0
+
+    def signature(self) -> tuple[Any, ...]:
+        """What makes a refresh worth a record of its own (docs/history.md#the-status-stream): the mode, each
+        track's state, health, mode, version and chaos, each domain's verdict, engine and violated rules. Not the
+        figures: they change every refresh, and the next record covers them anyway."""
+        tracks = tuple(
+            (name, v.state, v.health, v.mode, v.version, *(_chaos_key(v.chaos)))
+            for name, v in sorted(self.tracks.items())
+        )
+        decisions = tuple(
+            (name, d.verdict, d.engine, tuple(sorted(str(x.get("rule")) for x in d.violations if isinstance(x, dict))))
+            for name, d in sorted(self.decisions.items())
+        )
+        return (self.project, self.mode, self.baseline, self.manifest_error is not None, tracks, decisions)
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
         return {
@@ -147,6 +179,7 @@ class Snapshot:
             "tracks": {name: view.to_dict(trends) for name, view in self.tracks.items()},
             "decisions": {name: view.to_dict() for name, view in self.decisions.items()},
             "host": self.host,
+            "manifest_error": self.manifest_error,
         }
 
     def record(self) -> dict[str, Any]:
@@ -157,6 +190,11 @@ class Snapshot:
         for decision in data["decisions"].values():
             decision.pop("input", None)  # the figures are in `tracks` and `host` already
         return data
+
+
+def _chaos_key(chaos: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    chaos = chaos or {}
+    return chaos.get("mode"), chaos.get("rate"), chaos.get("duration")
 
 
 def track_urls(m: Manifest) -> dict[str, str]:
@@ -184,6 +222,10 @@ class StatusCollector:
         self.urls = dict(urls) if urls is not None else track_urls(m)
         self.timeout = timeout
         self.window_seconds = float(window_seconds if window_seconds is not None else m.policy.window_seconds)
+        self._fixed_urls = urls is not None
+        self._fixed_window = window_seconds is not None
+        self._manifest_key = self._stat()
+        self.manifest_error: str | None = None
         self._evaluate = evaluate
         self._host_facts = host_facts
         self._clock = clock
@@ -192,11 +234,58 @@ class StatusCollector:
         self._trend_rps: dict[str, deque[float]] = {t: deque(maxlen=TREND_POINTS) for t in TRACKS}
         self._trend_p99: dict[str, deque[float]] = {t: deque(maxlen=TREND_POINTS) for t in TRACKS}
         self._last_at: float | None = None
+        # the scrapes and time of the last recorded refresh: a record's figures cover the time since then
+        self._anchor: dict[str, Scrape] = {}
+        self._anchor_at: float | None = None
+        self._collects = 0
+        self._anchor_seq = 0
+
+    # --- the manifest, re-read when its file changes ---
+
+    def _stat(self) -> tuple[int, ...] | None:
+        source = self.m.source_path
+        if source is None:
+            return None
+        try:
+            st = os.stat(source)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload(self) -> bool:
+        """Re-read the manifest if its file changed since it was last read (one stat when it did not). Returns
+        whether a new manifest is in use. An invalid or unreadable file keeps the last valid manifest and sets
+        `manifest_error` until the file is fixed."""
+        source = self.m.source_path
+        key = self._stat()
+        if source is None or key == self._manifest_key:
+            return False
+        from .errors import ManifestError
+        from .manifest import load_manifest
+
+        self._manifest_key = key
+        if key is None:
+            self.manifest_error = f"{source}: cannot read the manifest; showing its last valid version"
+            return False
+        try:
+            m = load_manifest(source)
+        except ManifestError as exc:
+            problems = f" ({'; '.join(exc.problems[:3])})" if getattr(exc, "problems", None) else ""
+            self.manifest_error = f"{exc}{problems}; showing its last valid version"
+            return False
+        self.m, self.manifest_error = m, None
+        if not self._fixed_urls:
+            self.urls = track_urls(m)
+        if not self._fixed_window:
+            self.window_seconds = float(m.policy.window_seconds)
+        return True
 
     # --- one refresh ---
 
     def collect(self) -> Snapshot:
+        self.reload()
         now = self._clock()
+        self._collects += 1
         tracks = [t for t in TRACKS if t in self.urls]
         with ThreadPoolExecutor(max_workers=len(tracks) or 1) as pool:  # a hung track must not delay the other
             views = dict(zip(tracks, pool.map(self._track, tracks), strict=True))
@@ -213,6 +302,9 @@ class StatusCollector:
             tracks=views,
             decisions=decisions,
             host=host,
+            manifest_error=self.manifest_error,
+            at=now,
+            seq=self._collects,
         )
 
     def _track(self, track: str) -> TrackView:
@@ -223,10 +315,12 @@ class StatusCollector:
             current = scrape(f"{base}/metrics", timeout=self.timeout)
         except SwiftDeployError as exc:
             self._forget(track)
-            state = "absent" if track == "canary" and self.m.services.mode != "canary" else "down"
+            state = ABSENT if track == "canary" and self.m.services.mode != "canary" else DOWN
             return TrackView(track, state, error=str(exc))
-        view = TrackView(track, "up")
+        view = TrackView(track, UP, scrape=current)
         self._health(view, base, current)
+        if view.health != "ok":
+            view.state = STARTING  # answers, but its health check does not (yet): not ready for traffic
         previous = self._previous.get(track)
         if previous is not None:
             view.interval = _figures(window(previous, current, excluded_paths(self.m)))
@@ -310,20 +404,51 @@ class StatusCollector:
         return facts, self._decide("infrastructure", facts)
 
     def _canary(self, views: dict[str, TrackView], interval: float | None) -> DomainView:
+        """The canary domain, asked only about tracks it can see: a down or starting canary is `not evaluated`
+        (the outage is the answer: exit 1), one just back up has no window yet (`collecting baseline`), and a
+        stable track that cannot be seen is sent as `null` (the contract's "no stable figures")."""
         canary = views.get("canary")
-        if canary is None or canary.state == "absent":
+        if canary is None or canary.state == ABSENT:
             why = " (services.mode is stable)" if self.m.services.mode == "stable" else ""
             return DomainView("canary", NOT_APPLICABLE, message=f"no canary running{why}")
+        if canary.state != UP:
+            why = f"health check: {canary.health}" if canary.state == STARTING else "it does not answer"
+            return DomainView("canary", NOT_EVALUATED, message=f"canary is {canary.state} ({why}): nothing to judge")
         if interval is None:
             return DomainView("canary", BASELINE, message="first refresh: no window yet")
+        if canary.window is None:
+            return DomainView("canary", BASELINE, message="the canary just came up: no window yet")
         stable = views.get("stable")
+        seen = stable is not None and stable.state == UP and stable.window is not None
         data = {
-            "window_seconds": round((canary.window or {}).get("seconds") or 0.0, 3),
-            # a down canary, or one just back up, has no window: the policy says the input is missing
-            "canary": (canary.window or {}).get("input"),
-            "stable": (stable.window or {}).get("input") if stable is not None else None,
+            "window_seconds": round(canary.window.get("seconds") or 0.0, 3),
+            "canary": canary.window.get("input"),
+            "stable": stable.window.get("input") if seen else None,  # type: ignore[union-attr]
         }
         return self._decide("canary", data)
+
+    # --- the status record ---
+
+    def record_fields(self, snap: Snapshot) -> dict[str, Any]:
+        """The fields of the `status` record of `snap`, one of this collector's snapshots, recorded in the order
+        they were collected: `Snapshot.record()`, with `interval_seconds` and each running track's `interval`
+        figures covering the whole time since the previous record (`refreshes`: how many refreshes that spans),
+        so thinning the records loses no request and no error. Moves that starting point to `snap`."""
+        data = snap.record()
+        for name, view in snap.tracks.items():
+            anchor = self._anchor.pop(name, None)
+            if view.scrape is None:
+                continue  # down: a new series starts when it answers again
+            if anchor is not None and anchor.at < view.scrape.at:
+                from .metrics import window
+
+                data["tracks"][name]["interval"] = _figures(window(anchor, view.scrape))
+            self._anchor[name] = view.scrape
+        if self._anchor_at is not None and self._anchor_at < snap.at:
+            data["interval_seconds"] = round(snap.at - self._anchor_at, 3)
+        data["refreshes"] = snap.seq - self._anchor_seq if self._anchor_at is not None else 1
+        self._anchor_at, self._anchor_seq = snap.at, snap.seq
+        return data
 
 
 def _figures(w: Any, track_input: bool = False) -> dict[str, Any]:
@@ -358,12 +483,49 @@ def _json(response: Any) -> dict[str, Any]:
 # --- the refresh loop ---
 
 
+class StatusRecorder:
+    """Which refreshes become `status` records (docs/history.md#the-status-stream).
+
+    A refresh is recorded when its `Snapshot.signature()` differs from the last recorded one (and then the
+    refresh before it too, if it was not recorded: the last state before a change is kept with its figures), or
+    when `every` seconds (default: the manifest's `history.status_every`, re-read with it) have passed since the
+    last record. Everything in between is folded into the next record (`StatusCollector.record_fields`).
+    """
+
+    def __init__(self, collector: StatusCollector, every: float | None = None) -> None:
+        self.collector = collector
+        self.every = every
+        self._signature: tuple[Any, ...] | None = None
+        self._last_at = 0.0
+        self._pending: Snapshot | None = None
+
+    def offer(self, snap: Snapshot) -> list[tuple[Snapshot, dict[str, Any]]]:
+        """The records to write for this refresh, oldest first: (snapshot, record fields); often none."""
+        every = self.every if self.every is not None else self.collector.m.history.status_every
+        signature = snap.signature()
+        if signature == self._signature and snap.at - self._last_at < every:
+            self._pending = snap
+            return []
+        due = [snap]
+        if signature != self._signature and self._pending is not None:
+            due.insert(0, self._pending)  # the state just before the change, with the figures up to it
+        self._signature, self._last_at, self._pending = signature, snap.at, None
+        return [(s, self.collector.record_fields(s)) for s in due]
+
+    def flush(self) -> list[tuple[Snapshot, dict[str, Any]]]:
+        """The refresh not recorded yet (the loop is ending), so the last state seen is kept."""
+        pending, self._pending = self._pending, None
+        return [] if pending is None else [(pending, self.collector.record_fields(pending))]
+
+
 @dataclass
 class Refresh:
-    """One turn of the refresh loop: the snapshot, and why its `status` record could not be written (if so)."""
+    """One turn of the refresh loop: the snapshot, how many `status` records this turn wrote, and why one could
+    not be written (if so)."""
 
     snapshot: Snapshot
     record_error: SwiftDeployError | None = None
+    recorded: int = 0
 
 
 def refreshes(
@@ -371,35 +533,55 @@ def refreshes(
     interval: float,
     *,
     record_baseline: bool = True,
+    every: float | None = None,
     count: int | None = None,
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Refresh]:
-    """The status refresh loop: every `interval` seconds (start to start) collect a Snapshot, append it to the
-    manifest's history.jsonl as a `status` record, and yield it. Runs until `count` refreshes, until `stop` is
-    set, or forever (the caller leaves it: Ctrl-C, break). `record_baseline=False` leaves out the first refresh,
-    which has no rates yet. A record that cannot be written does not end the loop: `Refresh.record_error` says so.
+    """The status refresh loop: every `interval` seconds (start to start) collect a Snapshot, record it in the
+    manifest's history as a `status` record when a `StatusRecorder(collector, every)` says so, and yield it. Runs
+    until `count` refreshes, until `stop` is set, or forever (the caller leaves it: Ctrl-C, break); when it ends,
+    the last refresh not recorded yet is recorded. `record_baseline=False` leaves out the first refresh, which
+    has no rates yet. A record that cannot be written does not end the loop: `Refresh.record_error` says so.
     """
+    recorder = StatusRecorder(collector, every)
     done = 0
-    while True:
-        started = time.monotonic()
-        snap = collector.collect()
-        error = None
-        if record_baseline or not snap.baseline:
-            try:
-                history.append(collector.m.history_path, "status", **snap.record())
-            except SwiftDeployError as exc:
-                error = exc
-        yield Refresh(snap, error)
-        done += 1
-        if count is not None and done >= count:
-            return
-        pause = max(0.0, interval - (time.monotonic() - started))
-        if stop is not None:
-            if stop.wait(pause):
+    try:
+        while True:
+            started = time.monotonic()
+            snap = collector.collect()
+            error, written = None, 0
+            if record_baseline or not snap.baseline:
+                error, written = _write(collector, recorder.offer(snap))
+            yield Refresh(snap, error, written)
+            done += 1
+            if count is not None and done >= count:
                 return
-        else:
-            sleep(pause)
+            pause = max(0.0, interval - (time.monotonic() - started))
+            if stop is not None:
+                if stop.wait(pause):
+                    return
+            else:
+                sleep(pause)
+    finally:
+        _write(collector, recorder.flush())  # also on Ctrl-C and when the caller stops iterating
+
+
+def _write(collector: StatusCollector, due: list[tuple[Snapshot, dict[str, Any]]]) -> tuple[Any, int]:
+    error, written = None, 0
+    for snap, fields in due:
+        try:
+            history.append(
+                collector.m.history_path,
+                "status",
+                rotation=collector.m.history.rotation,
+                at=history.parse_ts(snap.ts),
+                **fields,
+            )
+            written += 1
+        except SwiftDeployError as exc:
+            error = exc
+    return error, written
 
 
 def snapshot(collector: StatusCollector, interval: float) -> Snapshot:

@@ -15,21 +15,34 @@ Guarantees (and their limits):
   or kernel crash can drop the last few seconds of records — never corrupt earlier ones beyond a torn last line.
 - Readers stream line by line (memory does not grow with the file), skip and count invalid lines
   (torn, not JSON, not an object, missing `ts`/`event`), and read a missing file as empty.
+- Rotation (docs/history.md#rotation): an append that would take the file past `Rotation.max_bytes` first renames
+  it to `history.1.jsonl` (shifting `.1` to `.2` ... and deleting the one past `Rotation.keep`), under the same
+  lock, so no record is written to a file being rotated away; a writer that waited for the lock on a file that
+  was renamed meanwhile reopens the new one. Every step is one rename: a crash mid-rotation leaves the files in
+  oldest-to-newest order with at most one number missing, and the next rotation carries on. Readers read the
+  rotated files first, oldest first (`files()`), then the current one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput, OperationFailed
+
+MB = 1024**2  # `history.max_mb` counts MiB, like the host facts' GB (policy.facts.GB)
+DEFAULT_MAX_MB = 50
+DEFAULT_KEEP = 4
+DEFAULT_STATUS_EVERY = 60.0  # seconds: an unchanged dashboard records a status snapshot at most this often
 
 # The event vocabulary: every record's `event` is one of these (docs/history.md lists exactly these, with their
 # fields; a test compares the two; the contract: docs/contracts.md#history-records). `append` refuses any other
@@ -134,48 +147,146 @@ def encode(record: dict[str, Any]) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def append(path: Path | str, event: str, /, *, fsync: bool = False, **fields: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Rotation:
+    """When the history file is rotated: before an append would take it past `max_bytes`, it becomes
+    `history.1.jsonl` and at most `keep` rotated files are kept (the manifest's `history.max_mb` and
+    `history.keep`: `Manifest.history.rotation`)."""
+
+    max_bytes: int = DEFAULT_MAX_MB * MB
+    keep: int = DEFAULT_KEEP
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.keep < 1:
+            raise ValueError(f"Rotation needs max_bytes >= 1 and keep >= 1, got {self.max_bytes}, {self.keep}")
+
+
+DEFAULT_ROTATION = Rotation()
+_OPEN_ATTEMPTS = 1000  # reopen after a rotation by another writer; only a pathological storm gets near this
+
+
+def append(
+    path: Path | str,
+    event: str,
+    /,
+    *,
+    fsync: bool = False,
+    rotation: Rotation | None = None,
+    at: datetime | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Append one record {"ts", "event", **fields} to the history file and return it.
 
     `event` must be in EVENTS or a plugin event (`plugin.<name>.<event>`): ValueError otherwise (check_event).
     Creates the parent folder. `fsync=True` also forces the line to disk before returning (see module doc).
-    Raises OperationFailed (exit 1) when the file cannot be written.
+    `rotation` says when to rotate the file first (default: DEFAULT_ROTATION; writers holding a manifest pass
+    `m.history.rotation`). `ts` is now, or `at` for a record of an observation made a moment ago (a status
+    snapshot written after the refresh that saw it). Raises OperationFailed (exit 1) when the file cannot be
+    written.
     """
     check_event(event)
     if "ts" in fields:
-        raise TypeError("append() sets `ts` itself; do not pass it")
-    record: dict[str, Any] = {"ts": now_ts(), "event": event, **fields}
+        raise TypeError("append() sets `ts` itself; do not pass it (use at= for an earlier moment)")
+    record: dict[str, Any] = {"ts": format_ts(at) if at is not None else now_ts(), "event": event, **fields}
     line = encode(record)
     path = Path(path)
+    rotation = rotation or DEFAULT_ROTATION
+    for _attempt in range(_OPEN_ATTEMPTS):
+        fd = _open(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if not _is_current(fd, path):
+                    continue  # rotated away while this writer waited for the lock: append to the new file
+                size = os.fstat(fd).st_size
+                if size and size + len(line) > rotation.max_bytes:
+                    _rotate(path, rotation.keep)  # still under the lock of the file being renamed
+                    continue
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # a torn last line from a crash: do not glue this record to it
+                _write_all(fd, line)
+                if fsync:
+                    os.fsync(fd)
+                return record
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise OperationFailed(
+                f"{path}: cannot append to the history file: {exc.strerror or exc}",
+                hint="check free disk space and permissions",
+            ) from None
+        finally:
+            os.close(fd)
+    raise OperationFailed(f"{path}: the history file kept being rotated by other writers; record not written")
+
+
+def _open(path: Path) -> int:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_RDWR only so pread can check the last byte; O_APPEND puts every write at the end, atomically.
         # os.write hands the bytes straight to the kernel: there is no user-space buffer left to flush.
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise OperationFailed(
             f"{path}: cannot open the history file: {exc.strerror or exc}",
             hint="check that its folder is writable (it is the manifest's output folder)",
         ) from None
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether `fd` is still the file at `path` (not renamed away by a rotation)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # a torn last line from a crash: do not glue this record to it
-            _write_all(fd, line)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def rotated_path(path: Path | str, number: int) -> Path:
+    """`history.jsonl`, 2 -> `history.2.jsonl` (the same folder)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{number}{path.suffix}")
+
+
+def _rotated_numbers(path: Path) -> list[int]:
+    """The numbers of the rotated files of `path` that exist, ascending (newest first)."""
+    pattern = re.compile(re.escape(path.stem) + r"\.([1-9][0-9]{0,5})" + re.escape(path.suffix))
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return []
     except OSError as exc:
-        raise OperationFailed(
-            f"{path}: cannot append to the history file: {exc.strerror or exc}",
-            hint="check free disk space and permissions",
-        ) from None
-    finally:
-        os.close(fd)
-    return record
+        raise OperationFailed(f"{path.parent}: cannot list the history files: {exc.strerror or exc}") from None
+    return sorted(int(match[1]) for name in names if (match := pattern.fullmatch(name)))
+
+
+def _rotate(path: Path, keep: int) -> None:
+    """history.jsonl -> history.1.jsonl, .1 -> .2, ... (the caller holds the current file's lock). One rename
+    per step, oldest first, so the files are in order after every step: a crash leaves at most a gap."""
+    numbers = _rotated_numbers(path)
+    for number in reversed(numbers):
+        if number >= keep:  # the oldest kept one would move past `keep`; files left by a larger `keep` too
+            os.unlink(rotated_path(path, number))
+    for number in reversed([n for n in numbers if n < keep]):
+        os.rename(rotated_path(path, number), rotated_path(path, number + 1))
+    os.rename(path, rotated_path(path, 1))
+    with contextlib.suppress(OSError):  # make the renames durable (best effort: not every filesystem can)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def files(path: Path | str) -> list[Path]:
+    """The files of the history at `path` that exist, oldest first: `history.<n>.jsonl` ... `history.1.jsonl`,
+    then `history.jsonl` itself. What `read` reads, in that order."""
+    path = Path(path)
+    out = [rotated_path(path, n) for n in reversed(_rotated_numbers(path))]
+    if path.exists():
+        out.append(path)
+    return out
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -185,10 +296,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def record_decision(path: Path | str, decision: Any, /, **extra: Any) -> dict[str, Any]:
+def record_decision(
+    path: Path | str, decision: Any, /, *, rotation: Rotation | None = None, **extra: Any
+) -> dict[str, Any]:
     """Append a `policy_decision` record: domain, engine, verdict, allow, violations, input (+ `extra` context,
     e.g. `gate="promote_stable"`). `decision` is a swiftdeploy.policy.Decision (anything with `.to_dict()`) or
-    a dict of the same shape."""
+    a dict of the same shape. `rotation`: as for `append`."""
     data = decision.to_dict() if hasattr(decision, "to_dict") else dict(decision)
     fields = {
         "domain": data.get("domain"),
@@ -198,23 +311,38 @@ def record_decision(path: Path | str, decision: Any, /, **extra: Any) -> dict[st
         "violations": data.get("violations") or [],
         "input": data.get("input"),
     }
-    return append(path, "policy_decision", **fields, **extra)
+    return append(path, "policy_decision", rotation=rotation, **fields, **extra)
 
 
 class HistoryReader:
-    """Iterate the valid records of a history file, oldest first, streaming.
+    """Iterate the valid records of a history, oldest first, streaming: the rotated files oldest first
+    (`history.<n>.jsonl` ... `history.1.jsonl`), then the current file (see `files`).
+
+    The files are opened together before the first record is read, while holding a shared lock on the current
+    file, so a rotation at that moment cannot make the reader skip or repeat a file; records appended after
+    that are read while the current file is being read, until it is rotated away.
 
     After (or during) an iteration: `.lines` lines seen, `.skipped` invalid lines, `.filtered` valid records
-    dropped by `since`/`until`. Each new iteration reopens the file and resets the counters.
+    dropped by `since`/`until`, `.files` the files read. Each new iteration reopens the files and resets the
+    counters. `rotated=False` reads only `path` itself.
     """
 
-    def __init__(self, path: Path | str, since: datetime | None = None, until: datetime | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        rotated: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.since = since
         self.until = until
+        self.rotated = rotated
         self.lines = 0
         self.skipped = 0
         self.filtered = 0
+        self.files: list[Path] = []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for _moment, record in self.timed():
@@ -225,27 +353,73 @@ class HistoryReader:
         anyway to validate it, so consumers that need the time do not parse it twice."""
         self.lines = self.skipped = self.filtered = 0
         since, until = self.since, self.until
+        opened = self._open()
+        self.files = [p for p, _ in opened]
         try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed by the with below, after the existence check
+            for _path, handle in opened:
+                for raw in handle:  # buffered, one line at a time
+                    self.lines += 1
+                    decoded = _decode(raw)
+                    if decoded is None:
+                        if raw.strip():
+                            self.skipped += 1
+                        else:
+                            self.lines -= 1  # blank lines (the "\n" before a record after a torn one) are noise
+                        continue
+                    moment = decoded[0]
+                    if (since is not None and moment < since) or (until is not None and moment > until):
+                        self.filtered += 1
+                        continue
+                    yield decoded
+                handle.close()  # done with it: a long history holds one open file at a time after this
+        finally:
+            for _path, handle in opened:
+                handle.close()
+
+    def _open(self) -> list[tuple[Path, Any]]:
+        """(path, open binary handle) of every file to read, oldest first. A missing file is no file."""
+        for _attempt in range(_OPEN_ATTEMPTS):
+            current = self._open_file(self.path)
+            if current is None or not self.rotated:
+                older = [] if not self.rotated else self._open_rotated()
+                return older + ([(self.path, current)] if current is not None else [])
+            try:
+                fcntl.flock(current.fileno(), fcntl.LOCK_SH)  # no rotation while the set is opened
+                if not _is_current(current.fileno(), self.path):
+                    current.close()
+                    continue  # rotated between open and lock: open the new one
+                older = self._open_rotated()
+            except BaseException:
+                current.close()
+                raise
+            finally:
+                if not current.closed:
+                    fcntl.flock(current.fileno(), fcntl.LOCK_UN)
+            return [*older, (self.path, current)]
+        raise OperationFailed(f"{self.path}: the history file kept being rotated; try again")
+
+    def _open_rotated(self) -> list[tuple[Path, Any]]:
+        out = []
+        try:
+            for number in reversed(_rotated_numbers(self.path)):
+                path = rotated_path(self.path, number)
+                handle = self._open_file(path)
+                if handle is not None:
+                    out.append((path, handle))
+        except BaseException:
+            for _path, handle in out:
+                handle.close()
+            raise
+        return out
+
+    @staticmethod
+    def _open_file(path: Path) -> Any:
+        try:
+            return open(path, "rb")  # noqa: SIM115 - closed by timed()
         except FileNotFoundError:
-            return
+            return None
         except OSError as exc:
-            raise OperationFailed(f"{self.path}: cannot read the history file: {exc.strerror or exc}") from None
-        with handle:
-            for raw in handle:  # buffered, one line at a time
-                self.lines += 1
-                decoded = _decode(raw)
-                if decoded is None:
-                    if raw.strip():
-                        self.skipped += 1
-                    else:
-                        self.lines -= 1  # blank lines (e.g. the "\n" before a record after a torn one) are noise
-                    continue
-                moment = decoded[0]
-                if (since is not None and moment < since) or (until is not None and moment > until):
-                    self.filtered += 1
-                    continue
-                yield decoded
+            raise OperationFailed(f"{path}: cannot read the history file: {exc.strerror or exc}") from None
 
 
 def _decode(raw: bytes) -> tuple[datetime, dict[str, Any]] | None:
@@ -264,6 +438,9 @@ def _decode(raw: bytes) -> tuple[datetime, dict[str, Any]] | None:
         return None
 
 
-def read(path: Path | str, since: datetime | None = None, until: datetime | None = None) -> HistoryReader:
-    """The records of `path` (a missing file reads as empty). See HistoryReader for the counters."""
-    return HistoryReader(path, since=since, until=until)
+def read(
+    path: Path | str, since: datetime | None = None, until: datetime | None = None, *, rotated: bool = True
+) -> HistoryReader:
+    """The records of the history at `path`, oldest first: its rotated files, then `path` (missing files read
+    as empty). See HistoryReader for the counters and `rotated`."""
+    return HistoryReader(path, since=since, until=until, rotated=rotated)

@@ -34,7 +34,7 @@ def test_demo_passes_and_cleans_up(tmp_path):
         assert "relaxes the HOST thresholds" in out
         assert "demo passed: all 11 steps behaved as expected" in out
         report = (folder / "audit_report.md").read_text()
-        assert "error_rate" in report and "```mermaid" in report
+        assert "error_rate" in report and "```text" in report
         assert "mode: stable" in (folder / "manifest.yaml").read_text()
         assert "version: 2.0.0" in (folder / "manifest.yaml").read_text()
         m = load_manifest(folder / "manifest.yaml")  # --port: public, admin, then the app ports

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,13 +46,47 @@ def _fences(markdown: str) -> list[tuple[str, str]]:
     return [(t.info.strip(), t.content) for t in tokens if t.type == "fence"]
 
 
+def _chart(block: str) -> dict:
+    """A text chart of the report parsed back from its characters: the value rows (label, cells), the time ticks
+    (column, label), the span it covers and the legend."""
+    lines = block.splitlines()
+    rows = [(ln.split("|", 1)[0].strip(), ln.split("|", 1)[1]) for ln in lines[1:] if re.match(r"^ *[\d.,]* \|", ln)]
+    axis = next(ln for ln in lines if re.match(r"^ *\+[-+]+$", ln))
+    start = axis.index("+") + 1
+    labels_line = lines[lines.index(axis) + 1]
+    span = re.search(r"UTC, (\S+) to (\S+)", block)
+    return {
+        "title": lines[0],
+        "rows": rows,
+        "columns": len(axis) - start,
+        "ticks": [(m.start() - start, m.group()) for m in re.finditer(r"\d\d:\d\d(:\d\d)?", labels_line)],
+        "tick_columns": [i for i, c in enumerate(axis[start:]) if c == "+"],
+        "origin": history.parse_ts(span[1]),
+        "end": history.parse_ts(span[2]),
+        "legend": next(ln for ln in lines if ln.startswith("legend:")),
+    }
+
+
+def _column_time(chart: dict, column: int) -> tuple:
+    """The time span one column of a chart stands for."""
+    width = (chart["end"] - chart["origin"]) / chart["columns"]
+    return chart["origin"] + column * width, chart["origin"] + (column + 1) * width
+
+
+def _glyph_columns(chart: dict, glyph: str) -> set[int]:
+    return {i for _, cells in chart["rows"] for i, c in enumerate(cells) if c in (glyph, "*")}
+
+
 def test_golden_report() -> None:
     report = audit.build(GOLDEN / "history.jsonl")
     text = audit.render_markdown(report, generated_at=GENERATED_AT)
-    assert text == (GOLDEN / "audit_report.md").read_text(encoding="utf-8")
+    golden = GOLDEN / "audit_report.md"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8"), "the report changed; if intended, rerun with UPDATE_GOLDEN=1"
 
 
-def test_report_parses_as_gfm_with_expected_tables_and_mermaid() -> None:
+def test_report_parses_as_gfm_with_expected_tables_and_charts() -> None:
     text = (GOLDEN / "audit_report.md").read_text(encoding="utf-8")
     tables = _tables(text)
     assert set(tables) == {"Summary", "Timeline", "Mode changes", "Chaos episodes", "Policy violations"}
@@ -89,12 +126,16 @@ def test_report_parses_as_gfm_with_expected_tables_and_mermaid() -> None:
     assert len(status_row) == 9 and status_row[8] == "canary error rate 50% &gt; 1% | over 30 s"
     assert all(len(r) == len(t[0]) for t in tables.values() for r in t)
     fences = _fences(text)
-    assert [info for info, _ in fences] == ["mermaid", "mermaid"]
-    p99 = fences[0][1]
-    assert "xychart-beta" in p99 and 'title "P99 latency (ms)"' in p99
-    lines = [ln.strip() for ln in p99.splitlines() if ln.strip().startswith("line [")]
-    assert lines == ["line [12, 13, 14, 13, 13, 13, 13]", "line [0, 0, 0, 20, 21, 22, 23]"]
-    assert "line [0, 0, 0, 50, 50, 50, 50]" in fences[1][1]
+    assert [info for info, _ in fences] == ["text", "text", "text"]  # P99, error rate, one promotion window
+    p99, err = _chart(fences[0][1]), _chart(fences[1][1])
+    assert p99["title"].startswith("P99 latency (ms)") and err["title"].startswith("Error rate (%)")
+    assert "o stable (max 14 ms)" in p99["legend"] and "x canary (max 23 ms)" in p99["legend"]
+    # the canary answered only from 12:00:30 (its first record covers the 2 s before 12:00:32): a gap, not zeros
+    canary = _glyph_columns(err, "x")
+    assert canary and all(_column_time(err, i)[1] > history.parse_ts("2024-05-01T12:00:30Z") for i in canary)
+    window = fences[2][1]
+    assert "promote stable: deny (embedded engine), 30 s window" in window
+    assert "63 (33 errors)" in window and "52.4%   | threshold 1%" in window
 
 
 def test_truncated_last_line_and_garbage_line_are_skipped_and_reported(tmp_path: Path) -> None:
@@ -140,11 +181,12 @@ def test_tables_and_chart_stay_bounded(tmp_path: Path) -> None:
     assert f"{report.timeline_total - audit.TIMELINE_MAX} more earlier events not shown" in md
     assert len(tables["Chaos episodes"]) - 1 == audit.LIST_MAX and report.chaos_total == 150
     assert len(tables["Mode changes"]) - 1 == audit.LIST_MAX
-    (info, chart), _ = _fences(md)
-    canary = [ln for ln in chart.splitlines() if ln.strip().startswith("line [")][1]
-    values = [float(v) for v in canary.strip()[len("line [") : -1].split(",")]
-    assert 30 <= len(values) <= audit.CHART_POINTS
-    assert values == sorted(values) and values[-1] == 2999  # max per bucket keeps the last spike
+    (_info, block), _ = _fences(md)
+    assert 30 <= report.chart.size <= audit.CHART_POINTS
+    assert report.chart.buckets[report.chart.size - 1]["canary_p99"] == 2999  # max per bucket keeps the last spike
+    chart = _chart(block)
+    assert chart["columns"] <= audit.CHART_COLUMNS and len(chart["ticks"]) <= audit.MAX_TIME_LABELS
+    assert float(chart["rows"][0][0]) >= 2999 and "x" in chart["rows"][0][1]  # the top row holds the spike
 
 
 def test_since_filters_records() -> None:
@@ -166,7 +208,7 @@ def test_cli_audit_writes_report_atomically(tmp_path: Path, capsys: pytest.Captu
     rc = run(["-m", str(tmp_path / "manifest.yaml"), "audit"])
     assert rc == 0
     report = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
-    assert "## Policy violations" in report and "```mermaid" in report
+    assert "## Policy violations" in report and "```text" in report
     assert "wrote" in capsys.readouterr().out
     out = tmp_path / "r" / "x.md"
     rc = run(
@@ -199,3 +241,111 @@ def test_failed_and_no_op_lifecycle_records(tmp_path: Path) -> None:
     assert summary["Rollbacks"] == "1" and summary["Teardowns"] == "1 (1 failed)"
     assert "Mode changes" not in tables  # a rollback that changed nothing is not a mode change
     assert tables["Timeline"][2][1:] == ["teardown_failed", "error=nginx: a | b"]
+
+
+def test_cli_history_rotates_at_max_mb_and_audit_reads_every_file_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST + "history: {max_mb: 0.001, keep: 2}\n", encoding="utf-8")  # rotate at 1 KiB
+    for _ in range(12):
+        assert run(["-m", str(manifest), "init"]) == 0  # each run appends an `init` record (~0.3-0.6 KB)
+    capsys.readouterr()
+    path = tmp_path / "history.jsonl"
+    names = [f.name for f in history.files(path)]
+    assert names == ["history.2.jsonl", "history.1.jsonl", "history.jsonl"]  # keep: 2 rotated files, no more
+    assert all(f.stat().st_size <= 1048 for f in history.files(path))
+    kept = [json.loads(line) for f in history.files(path) for line in f.read_text().splitlines()]
+    assert 2 < len(kept) < 12  # the oldest records went with the oldest file
+    assert run(["-m", str(manifest), "audit", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"] == len(kept) and data["events"] == {"init": len(kept)}
+    report = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
+    assert "From `history.2.jsonl`, `history.1.jsonl`, `history.jsonl` (oldest first)" in report
+    times = [row[0] for row in _tables(report)["Timeline"][1:]]
+    assert times == [r["ts"] for r in kept] and times == sorted(times)  # every file, oldest first
+
+
+def _status(ts: datetime, tracks: dict) -> dict:
+    return {"ts": history.format_ts(ts), "event": "status", "mode": "canary", "tracks": tracks}
+
+
+def _up(p99: float, err: float, seconds: float = 10) -> dict:
+    figures = {"seconds": seconds, "requests": 100, "errors": 0, "p99_ms": p99, "error_rate_percent": err}
+    return {"state": "up", "up": True, "interval": figures}
+
+
+def test_cli_audit_charts_by_time_with_gaps_legend_and_few_labels(tmp_path: Path) -> None:
+    """Ten minutes of status records 10 s apart; the canary is down 12:03-12:06, no dashboard runs 12:07-12:08,
+    and records are denser for a minute (2 s apart): the chart must show time, not record order."""
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    records, t = [], start
+    while t <= start + timedelta(minutes=10):
+        step = 2 if timedelta(minutes=8) <= t - start < timedelta(minutes=9) else 10
+        t += timedelta(seconds=step)
+        minute = (t - start).total_seconds() / 60
+        if 7 < minute <= 8:
+            continue  # no dashboard was recording
+        canary = {"state": "down", "up": False, "interval": None} if 3 <= minute < 6 else _up(80, 4, step)
+        records.append(_status(t, {"stable": _up(40, 0.5, step), "canary": canary}))
+    records.append({"ts": "2024-05-01T12:10:30.000Z", "event": "policy_decision", "domain": "canary",
+                    "engine": "embedded", "verdict": "allow", "allow": True, "violations": [], "gate": "promote_stable",
+                    "input": {"window_seconds": 30, "canary": {"requests": 61, "errors": 0, "error_rate_percent": 0,
+                              "p50_ms": 9, "p99_ms": 31}, "stable": {"requests": 540, "errors": 2,
+                              "error_rate_percent": 0.37, "p50_ms": 8, "p99_ms": 29}}})  # fmt: skip
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (tmp_path / "manifest.yaml").write_text(MANIFEST, encoding="utf-8")
+    assert run(["-m", str(tmp_path / "manifest.yaml"), "audit"]) == 0
+    text = (tmp_path / "audit_report.md").read_text(encoding="utf-8")
+    fences = _fences(text)
+    assert [info for info, _ in fences] == ["text", "text", "text"]
+    chart = _chart(fences[0][1])
+    assert chart["title"].startswith("P99 latency (ms)")
+    assert "o stable" in chart["legend"] and "x canary" in chart["legend"] and "blank: no data" in chart["legend"]
+    # at most ~12 readable labels, round times, each placed at its own time
+    assert 3 <= len(chart["ticks"]) <= 12 and [c for c, _ in chart["ticks"]] == chart["tick_columns"]
+    for column, label in chart["ticks"]:
+        low, high = _column_time(chart, column)
+        moment = datetime.strptime(f"2024-05-01 {label}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        assert low - timedelta(seconds=1) <= moment < high + timedelta(seconds=1), (label, low, high)
+
+    def inside(column: int, first: float, last: float) -> bool:  # the column lies within [first, last] minutes
+        low, high = _column_time(chart, column)
+        return start + timedelta(minutes=first) <= low and high <= start + timedelta(minutes=last)
+
+    stable, canary = _glyph_columns(chart, "o"), _glyph_columns(chart, "x")
+    columns = range(chart["columns"])
+    assert all(c not in canary for c in columns if inside(c, 3.2, 5.8))  # down: a gap, not zeros
+    assert all(c not in stable and c not in canary for c in columns if inside(c, 7.2, 7.8))  # nobody watched
+    assert all(c in stable for c in columns if inside(c, 0.2, 6.8) or inside(c, 8.2, 9.8))
+    assert all(c in canary for c in columns if inside(c, 0.2, 2.8) or inside(c, 6.2, 6.8) or inside(c, 8.2, 9.8))
+    # the dense minute takes as much width as any other minute: placed by time, not by record
+    dense = [c for c in columns if inside(c, 8, 9)]
+    sparse = [c for c in columns if inside(c, 1, 2)]
+    assert abs(len(dense) - len(sparse)) <= 1
+    # the promotion window's own evidence, from its decision record
+    window = fences[2][1]
+    assert "promote stable: allow (embedded engine), 30 s window" in window
+    assert "540 (2 errors)" in window and "61 (0 errors)" in window and "0.37%" in window and "31 ms" in window
+    assert "## Promotion windows" in text
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("history: {max_mb: 0}", "history.max_mb: Input should be greater than 0"),
+        ("history: {max_mb: true}", "history.max_mb: Input should be a valid number"),
+        ("history: {keep: 0}", "history.keep: Input should be greater than or equal to 1"),
+        ('history: {keep: "3"}', "history.keep: Input should be a valid integer"),
+        ("history: {status_every: 0}", "history.status_every: duration 0 must be greater than 0"),
+        ("history: {max_md: 5}", "history.max_md: unknown field; did you mean `max_mb`?"),
+    ],
+)
+def test_cli_history_section_is_validated_like_every_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, message: str
+) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST + section + "\n", encoding="utf-8")
+    assert run(["-m", str(manifest), "audit"]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.yaml:3:" in err and message in err and "Traceback" not in err

@@ -185,4 +185,139 @@ def test_kill_9_of_a_writer_never_corrupts_earlier_lines(tmp_path: Path) -> None
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0  # the first writer may not have created it yet
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # not created yet, or renamed by a rotation since it was listed
+        return 0
+
+
+# --- rotation ----------------------------------------------------------------------------------------------------
+
+ROTATING = history.Rotation(max_bytes=40_000, keep=1000)  # small files; nothing deleted, so every record is checkable
+
+
+def _rotating_writer(path: str, worker: int) -> None:
+    pad = "z" * (300 + worker * 97)
+    for i in range(APPENDS):
+        history.append(path, "status", rotation=ROTATING, worker=worker, seq=i, pad=pad)
+
+
+def test_rotation_under_concurrent_writers_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_rotating_writer, args=(str(path), w)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(timeout=180)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    files = history.files(path)
+    assert len(files) > 20 and files[-1] == path  # it rotated many times, under contention
+    assert files[0] == history.rotated_path(path, len(files) - 1)  # oldest first, no number missing
+    for f in files:  # rotated before a record would take a file past max_bytes; never a line split across files
+        assert f.stat().st_size <= ROTATING.max_bytes
+        assert f.read_bytes().endswith(b"\n")
+    reader = history.read(path)
+    records = list(reader)
+    assert len(records) == WRITERS * APPENDS and reader.skipped == 0 and reader.files == files
+    for w in range(WRITERS):  # read oldest first across the files: each writer's records complete and in order
+        assert [r["seq"] for r in records if r["worker"] == w] == list(range(APPENDS))
+
+
+def test_rotation_keeps_at_most_keep_files_and_drops_the_oldest(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    small = history.Rotation(max_bytes=1000, keep=3)
+    for i in range(40):
+        history.append(path, "status", rotation=small, seq=i, pad="p" * 200)
+    assert [f.name for f in history.files(path)] == [
+        "history.3.jsonl", "history.2.jsonl", "history.1.jsonl", "history.jsonl"
+    ]  # fmt: skip
+    seqs = [r["seq"] for r in history.read(path)]
+    assert seqs == list(range(seqs[0], 40)) and seqs[0] > 0  # the newest records, contiguous; the oldest dropped
+    current = [r["seq"] for r in history.read(path, rotated=False)]  # the current file alone: the newest ones
+    assert current and current == seqs[-len(current) :]
+    # a record larger than max_bytes still goes in (alone in its file), never lost
+    history.append(path, "status", rotation=small, seq=40, pad="q" * 5000)
+    assert list(history.read(path, rotated=False))[-1]["seq"] == 40
+
+
+def test_a_crash_mid_rotation_leaves_the_files_in_order_and_the_next_rotation_carries_on(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    rotation = history.Rotation(max_bytes=300, keep=3)
+
+    def write(name: str, seqs: range) -> None:
+        (tmp_path / name).write_text("".join(json.dumps({"ts": f"2024-05-01T12:00:{s:02d}.000Z", "event": "status",
+                                                          "seq": s}) + "\n" for s in seqs))  # fmt: skip
+
+    # killed after renaming .2 to .3 but before .1 to .2: a number is missing, the order still holds
+    write("history.3.jsonl", range(0, 3))
+    write("history.1.jsonl", range(3, 6))
+    write("history.jsonl", range(6, 9))
+    assert [r["seq"] for r in history.read(path)] == list(range(9))
+    history.append(path, "status", rotation=rotation, seq=9, pad="x" * 200)  # rotates; .3 would be a 4th: dropped
+    assert [f.name for f in history.files(path)] == ["history.2.jsonl", "history.1.jsonl", "history.jsonl"]
+    assert [r["seq"] for r in history.read(path)] == list(range(3, 10))
+    # killed after shifting .2 -> .3 and .1 -> .2, before renaming the current file to .1
+    history.rotated_path(path, 2).rename(history.rotated_path(path, 3))
+    history.rotated_path(path, 1).rename(history.rotated_path(path, 2))
+    assert [r["seq"] for r in history.read(path)] == list(range(3, 10))
+    history.append(path, "status", rotation=rotation, seq=10, pad="x" * 200)  # carries on from there
+    assert [f.name for f in history.files(path)] == ["history.3.jsonl", "history.1.jsonl", "history.jsonl"]
+    assert [r["seq"] for r in history.read(path)] == list(range(6, 11))
+
+
+def test_a_reader_reads_each_record_once_while_the_file_rotates_under_it(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    for i in range(10):
+        history.append(path, "status", seq=i)
+    records = history.read(path)
+    iterator = iter(records)
+    assert next(iterator)["seq"] == 0  # the files are open now
+    tiny = history.Rotation(max_bytes=1, keep=5)
+    for i in range(10, 13):
+        history.append(path, "status", rotation=tiny, seq=i)  # every append rotates
+    assert [r["seq"] for r in iterator] == list(range(1, 10))  # the set opened at the start, once each
+    assert [r["seq"] for r in history.read(path)] == list(range(13))  # a new read sees every file
+
+
+WRITER_ROTATING = """
+import sys
+from swiftdeploy import history
+path, tag = sys.argv[1], sys.argv[2]
+rotation = history.Rotation(max_bytes=20_000, keep=10_000)
+print("ready", flush=True)
+i = 0
+while True:
+    history.append(path, "status", rotation=rotation, tag=tag, seq=i, pad="y" * 3000)
+    i += 1
+"""
+
+
+def test_kill_9_during_rotations_loses_at_most_the_line_being_written(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    for it in range(15):
+        before = sum(_size(f) for f in history.files(path))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER_ROTATING, str(path), f"w{it}"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            deadline = time.monotonic() + 10
+            while sum(_size(f) for f in history.files(path)) <= before + 50_000 and time.monotonic() < deadline:
+                time.sleep(0.003)  # a few rotations' worth, then kill it wherever it is (maybe mid-rename)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            stop_process(proc, sig=signal.SIGKILL)
+    reader = history.read(path)
+    records = list(reader)
+    assert reader.skipped <= 15 and len(reader.files) > 15
+    for it in range(15):  # each writer's complete records: all there, once, in order, across the files
+        seqs = [r["seq"] for r in records if r["tag"] == f"w{it}"]
+        assert seqs and seqs == list(range(len(seqs)))
+    assert [r["tag"] for r in records] == sorted((r["tag"] for r in records), key=lambda t: int(t[1:]))

@@ -98,3 +98,26 @@ def test_demo_sampler_thread_decides_with_the_embedded_engine(
 @pytest.fixture
 def healthy_host() -> dict:
     return {"disk_free_gb": 50.0, "disk_path": str(Path.cwd()), "cpu_load_1m": 0.1, "memory_used_percent": 10.0}
+
+
+def test_a_change_records_the_refresh_before_it_and_no_request_is_lost(demo_api, manifest_file) -> None:
+    m = load_manifest(manifest_file("canary"))
+    stable, canary = demo_api("stable"), demo_api("canary")
+    collector = dashboard.StatusCollector(m, urls={"stable": stable.url, "canary": canary.url})
+    seen = []
+    with httpx.Client(timeout=5.0) as client:
+        for refresh in dashboard.refreshes(collector, 0.05, every=3600, count=8):
+            seen.append(refresh)
+            if len(seen) in (3, 4, 5):
+                for _ in range(10):  # to stable: the canary's verdict (too few requests) stays the same
+                    client.get(f"{stable.url}/")  # traffic folded into the records that follow
+            if len(seen) == 5:
+                client.post(f"{canary.url}/chaos", json={"mode": "slow", "duration": 0.01})
+    records = _records(m)
+    # refresh 1 (baseline), 2 (first rates), 5 (the last one before the chaos, written with refresh 6), 6 (chaos
+    # seen), and 8 (the last refresh, recorded when the loop ended); 3, 4 and 7 are folded into the next record
+    assert [r.recorded for r in seen] == [1, 1, 0, 0, 0, 2, 0, 0]
+    assert [r["refreshes"] for r in records] == [1, 1, 3, 1, 2]
+    assert [r["ts"] for r in records] == [seen[i].snapshot.ts for i in (0, 1, 4, 5, 7)]  # each at its own time
+    assert [r["tracks"]["canary"]["chaos"]["mode"] for r in records[2:4]] == ["none", "slow"]
+    assert sum((r["tracks"]["stable"]["interval"] or {}).get("requests", 0) for r in records) == 30

@@ -1,4 +1,5 @@
-"""`swiftdeploy audit`: render audit_report.md from history.jsonl (library: `swiftdeploy.audit`)."""
+"""`swiftdeploy audit`: render audit_report.md from the history, rotated files included (library:
+`swiftdeploy.audit`)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def audit(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of a sentence.")] = False,
 ) -> None:
-    """Render audit_report.md (GitHub Markdown) from history.jsonl: summary, timeline, mode changes, chaos,
-    policy violations and a Mermaid chart of P99 and error rate."""
+    """Render audit_report.md (GitHub Markdown) from history.jsonl and its rotated files (oldest first): summary,
+    timeline, mode changes, chaos, policy violations, charts of P99 and error rate over time, and each promotion
+    window's evidence."""
     from .. import audit as audit_lib
     from .. import history
     from . import output
@@ -32,7 +34,7 @@ def audit(
     m = load(ctx)
     start = history.parse_since(since) if since else None
     target = out if out is not None else m.out_dir / "audit_report.md"
-    if not m.history_path.exists():
+    if not history.files(m.history_path):
         output.warning(f"no history yet at {m.history_path}; the report will be empty")
     path, report = audit_lib.write(m.history_path, target, since=start)
     if json_output:
@@ -40,6 +42,7 @@ def audit(
             {
                 "out": str(path),
                 "history": str(m.history_path),
+                "files": report.files,
                 "records": report.records,
                 "skipped": report.skipped,
                 "filtered": report.filtered,
@@ -50,4 +53,5 @@ def audit(
         )
         return
     skipped = f", {report.skipped} skipped lines" if report.skipped else ""
-    output.out().print(f"wrote {path} ({report.records} records{skipped})")
+    files = f" from {len(report.files)} files" if len(report.files) > 1 else ""
+    output.out().print(f"wrote {path} ({report.records} records{files}{skipped})")

@@ -65,6 +65,7 @@ def _record(m: Manifest, changes: list[Change]) -> None:
     append(
         m.history_path,
         "init",
+        rotation=m.history.rotation,
         files=[c.relpath for c in changes if c.changed],
         unchanged=[c.relpath for c in changes if not c.changed],
         manifest_sha256=m.sha256,

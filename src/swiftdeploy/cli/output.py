@@ -381,7 +381,7 @@ def render_snapshot(snapshot: Snapshot) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
-    from ..dashboard import BASELINE, NOT_APPLICABLE
+    from ..dashboard import BASELINE, NOT_APPLICABLE, NOT_EVALUATED
     from ..policy.decision import Violation
 
     s = snapshot
@@ -406,7 +406,8 @@ def render_snapshot(snapshot: Snapshot) -> RenderableType:
     policy.add_column()
     policy.add_column()
     for d in s.decisions.values():
-        style = _VERDICT_STYLE.get(d.verdict, "yellow" if d.verdict in (BASELINE, NOT_APPLICABLE) else "bold red")
+        pending = (BASELINE, NOT_APPLICABLE, NOT_EVALUATED)
+        style = _VERDICT_STYLE.get(d.verdict, "yellow" if d.verdict in pending else "bold red")
         label = Text(d.verdict.upper() if d.verdict in _VERDICT_STYLE else d.verdict, style=style)
         where = f" ({d.engine})" if d.engine else ""
         policy.add_row(Text(f"{d.domain}{where}", style="bold"), label)
@@ -423,21 +424,23 @@ def render_snapshot(snapshot: Snapshot) -> RenderableType:
             )
             why = reason(v)
             policy.add_row("", Text(f"• {v.summary()}" + (f" — {why}" if why else ""), style="red"))
+    if s.manifest_error:
+        notes.append(Text(f"manifest: {s.manifest_error}", style="bold yellow"))
     return Group(head, table, *notes, Text("Policy", style="bold underline"), policy)
 
 
 def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any]]:
-    """Two table rows per running track (last interval, policy window); one for a down/absent track."""
+    """Two table rows per answering track (last interval, policy window); one for a down/absent track."""
     from rich.text import Text
 
     name = f"{view.track} {view.version or ''}".strip()
-    if view.state != "up":
+    if view.state in ("down", "absent"):
         style = "dim" if view.state == "absent" else "bold red"
         why = "not running" if view.state == "absent" else (view.error or "no answer")
         notes.append(Text(f"{view.track}: {why}", style=style))
         return [[name, Text(view.state.upper(), style=style), "", "", "", "", "", "", "", ""]]
     healthy = view.health == "ok"
-    state = Text(f"up {_uptime(view.uptime_seconds)}" if healthy else f"up, {view.health}", style="green")
+    state = Text(f"up {_uptime(view.uptime_seconds)}" if healthy else f"{view.state}, {view.health}", style="green")
     if not healthy:
         state.stylize("yellow")
     if view.mode and view.mode != view.track:

@@ -21,14 +21,17 @@ def status(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 2.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON (implies --once).")] = False,
 ) -> None:
-    """Live dashboard of both tracks and both policy verdicts; every refresh goes to history.jsonl.
+    """Live dashboard of both tracks and both policy verdicts, recorded in history.jsonl.
 
     Per track: req/s, error rate, P50/P99 over the last interval and over the policy window, uptime, mode, chaos,
-    health, trends; both policy domains with every violation. Ctrl-C quits (exit 0).
+    health, trends; both policy domains with every violation. The manifest is re-read when it changes (mode,
+    thresholds, window). A status record is written when something changed, else every history.status_every
+    seconds, each covering the time since the previous one. Ctrl-C quits (exit 0).
 
     One snapshot (--once, --json, or stdout not a terminal) scrapes twice, --interval apart, so its rates are
-    real; exit 0 when every policy domain allows and the tracks answer, 3 when a domain denies or is
-    inconclusive, 4 when the policy engine cannot answer, 1 when a track that should run is down."""
+    real, and is always recorded; exit 1 when a track that should run is down or starting (an outage, whatever
+    the policy says), else 0 when every policy domain allows, 3 when a domain denies or is inconclusive, 4 when
+    the policy engine cannot answer."""
     from .. import dashboard
     from .common import load
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ..history import DEFAULT_KEEP, DEFAULT_MAX_MB, DEFAULT_STATUS_EVERY, MB, Rotation
 from ..policy.opa_version import OPA_IMAGE
 from ..runtime import RUNTIMES, port_claims
 from .types import Duration, Email, ImageRef, Name, Port, SafeText, UrlPath, Version
@@ -143,6 +144,35 @@ class PolicyConfig(Strict):
     dir: SafeText | None = Field(None, description="Your own policies folder (relative to the manifest).")
 
 
+class HistoryConfig(Strict):
+    """How much of history.jsonl is kept (docs/history.md#what-is-kept-for-how-long). Lifecycle events and policy
+    decisions are always recorded; only the dashboard's status snapshots are thinned."""
+
+    status_every: Duration = Field(
+        DEFAULT_STATUS_EVERY,
+        description="The dashboard records a status snapshot when something in it changes, else at most this often.",
+    )
+    max_mb: float = Field(
+        DEFAULT_MAX_MB,
+        gt=0,
+        le=100_000,
+        strict=True,
+        description="Rotate history.jsonl to history.1.jsonl before it would grow past this many MiB.",
+    )
+    keep: int = Field(
+        DEFAULT_KEEP,
+        ge=1,
+        le=1000,
+        strict=True,
+        description="Rotated files kept (history.1.jsonl … history.<keep>.jsonl); the oldest is deleted.",
+    )
+
+    @property
+    def rotation(self) -> Rotation:
+        """What `history.append` needs to rotate like this manifest says."""
+        return Rotation(max_bytes=max(1, int(self.max_mb * MB)), keep=self.keep)
+
+
 class Manifest(Strict):
     """A validated manifest.yaml. Load one with `load_manifest(path)`; derived values are properties."""
 
@@ -152,6 +182,7 @@ class Manifest(Strict):
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     opa: OpaConfig = Field(default_factory=OpaConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     runtime: RuntimeName = Field(
         "docker", description=" or ".join(f"{s.name} ({s.summary})" for s in RUNTIMES.values()) + "."
     )

@@ -228,7 +228,7 @@ class Operation:
     def event(self, event: str, **fields: Any) -> None:
         from ..history import append
 
-        append(self.m.history_path, event, runtime=self.m.runtime, **fields)
+        append(self.m.history_path, event, rotation=self.m.history.rotation, runtime=self.m.runtime, **fields)
         if event.endswith("_started"):  # closed by `_succeeded`/`_failed`/`_blocked`, or `_interrupted` here
             self._start_event = (event.removesuffix("_started"), fields)
 
@@ -240,7 +240,7 @@ class Operation:
         from ..policy import evaluate, require_allow
 
         decision = evaluate(self.m, domain, facts)
-        record_decision(self.m.history_path, decision, gate=gate)
+        record_decision(self.m.history_path, decision, rotation=self.m.history.rotation, gate=gate)
         self.result.decisions.append(decision.to_dict())
         try:
             return require_allow(decision)

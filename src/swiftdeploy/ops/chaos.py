@@ -67,7 +67,7 @@ def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rat
         )
     if status != 200 or not isinstance(answer, dict):
         raise OperationFailed(f"POST {url} answered HTTP {status}: {detail}")
-    append(m.history_path, "chaos", track=track, mode=mode, runtime=m.runtime, **fields)
+    append(m.history_path, "chaos", rotation=m.history.rotation, track=track, mode=mode, runtime=m.runtime, **fields)
     return ChaosResult(track=track, mode=mode, state=answer)
 
 

@@ -87,9 +87,9 @@ def decided_by(result: Any) -> str:
 
 
 class _StatusSampler:
-    """While traffic flows, record a `status` snapshot every second (what `swiftdeploy status` records), so the
-    audit report has metrics over time to chart. Best effort: a record that cannot be written is skipped, and
-    anything unexpected ends the sampling, never the story.
+    """While traffic flows, refresh a status snapshot every second and record it as `swiftdeploy status` does (on
+    change, else every `history.status_every`), so the audit report has metrics over time to chart. Best effort:
+    a record that cannot be written is skipped, and anything unexpected ends the sampling, never the story.
 
     Its thread evaluates through `policy.evaluate` like every caller: the embedded engine cache is per thread
     (a regorus engine may only be used by the thread that built it), so this thread compiles its own once."""
