@@ -171,6 +171,8 @@ def record_decision(path: Path | str, decision: Any, /, **extra: Any) -> dict[st
         "violations": data.get("violations") or [],
         "input": data.get("input"),
     }
+    if data.get("basis"):  # what an allow rests on (the canary gate)
+        fields["basis"] = data["basis"]
     return append(path, "policy_decision", **fields, **extra)
 
 

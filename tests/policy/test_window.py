@@ -63,6 +63,8 @@ def test_window_counts_only_application_traffic() -> None:
         "error_rate_percent": 10.0,
         "p50_ms": 100.0,
         "p99_ms": 900.0,
+        # requests slower than each finite bound: 100 - 50, 100 - 70, 100 - 95, 100 - 100
+        "slower_than_ms": {"100": 50, "250": 30, "500": 5, "1000": 0},
     }
 
 

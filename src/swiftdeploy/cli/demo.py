@@ -22,6 +22,8 @@ class RichNarrator:
         self.out.print(f"[dim]{explanation}[/dim]")
 
     def progress(self, message: str) -> None:
+        if getattr(message, "transient", False):  # the canary watch's ticker: its final line follows
+            return
         style = "yellow" if message.startswith("warning: ") else "dim"
         self.out.print(f"  [{style}]• {message}[/{style}]")
 
@@ -46,7 +48,9 @@ def demo(
     keep: Path | None = typer.Option(
         None, "--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."
     ),
-    window: float = typer.Option(5.0, "--window", min=1, max=60, help="Canary metrics window in seconds."),
+    window: float = typer.Option(
+        60.0, "--window", min=1, max=600, help="Longest each promotion watches the canary (seconds)."
+    ),
 ) -> None:
     """Deploy, traffic, canary, chaos, blocked promote, recover, promote, audit, teardown: unattended, local."""
     import tempfile

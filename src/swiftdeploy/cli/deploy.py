@@ -20,6 +20,9 @@ def run_operation(call: Callable[[Callable[[str], None]], Any], *, title: str, j
     with err.status(title, spinner="dots") as status:
 
         def progress(message: str) -> None:
+            if getattr(message, "transient", False):  # a ticker (the canary watch): the spinner line only
+                status.update(f"{title}: {message}")
+                return
             if message.startswith("warning: "):
                 err.print(f"[yellow]{message}[/yellow]")
             else:
@@ -52,16 +55,8 @@ def print_violations(decision: Any, out: Any = None) -> None:
     for column in ("rule", "observed vs threshold", "why"):
         table.add_column(column)
     for v in decision.violations:
-        unit = f" {v.unit}" if v.unit else ""
-        figures = "" if v.threshold is None else f"{_num(v.observed)} vs {_num(v.threshold)}{unit}"
-        table.add_row(v.rule, figures, v.message)
+        table.add_row(v.rule, v.figures(), v.message)  # figures: observed (confidence bound) vs threshold
     (out or err_console()).print(table)
-
-
-def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
 
 
 def render_result(result: Any) -> None:

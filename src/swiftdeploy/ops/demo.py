@@ -114,7 +114,7 @@ class _StatusSampler:
         self._thread.join(timeout=10)
 
 
-def write_manifest(folder: Path, *, window: float = 5.0) -> Path:
+def write_manifest(folder: Path, *, window: float = 60.0) -> Path:
     from ..runtime.procs import free_port
 
     ports: set[int] = set()
@@ -130,7 +130,7 @@ def write_manifest(folder: Path, *, window: float = 5.0) -> Path:
     return path
 
 
-def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: float = 40.0) -> DemoRun:
+def run_demo(folder: Path, narrator: Narrator, *, window: float = 60.0, rps: float = 40.0) -> DemoRun:
     from ..manifest import load_manifest
     from . import chaos, deploy, promote_canary, promote_stable, teardown, traffic
 
@@ -169,7 +169,8 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
         return summary
 
     def promote_with_traffic() -> Any:
-        """promote stable while traffic flows for the whole window (a verdict needs requests)."""
+        """promote stable while traffic flows (a verdict needs requests); the watch stops at the first clear verdict,
+        at the latest after `window` seconds."""
         stop = threading.Event()
         box: dict[str, Any] = {}
 
@@ -236,7 +237,7 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
         result = promote_with_traffic()
         new = m()
         expect(new.services.version == "2.0.0" and new.services.mode == "stable", "manifest should say 2.0.0, stable")
-        return result.message
+        return "; ".join([result.message, *result.details])  # details: what the allow rests on
 
     def do_after() -> str:
         summary = send(2)
@@ -258,10 +259,10 @@ def run_demo(folder: Path, narrator: Narrator, *, window: float = 5.0, rps: floa
              do_promote_canary)  # fmt: skip
         step("traffic", "both tracks should answer (X-Mode header)", do_split)
         step("chaos", "inject errors into the canary: 50 % of its requests fail", do_chaos)
-        step("promote stable (expect BLOCKED)", f"canary gate over a {window:g} s window with traffic flowing",
+        step("promote stable (expect BLOCKED)", f"canary gate, watching for at most {window:g} s with traffic flowing",
              do_blocked)  # fmt: skip
         step("recover", "remove the fault from the canary", do_recover)
-        step("promote stable (expect allowed)", f"canary gate over a fresh {window:g} s window", do_promote)
+        step("promote stable (expect allowed)", f"canary gate, a fresh watch of at most {window:g} s", do_promote)
         step("traffic", "all traffic on the new stable", do_after)
         step("audit", "render audit_report.md from history.jsonl", do_audit)
     except _StepFailed:
