@@ -15,6 +15,7 @@ thresholds := data.swiftdeploy.thresholds if is_object(data.swiftdeploy.threshol
 else := {}
 
 inp := input if is_object(input)
+
 else := {}
 
 # Fields the rules read (numbers, required) and fields only reported (checked when present).
@@ -124,6 +125,7 @@ deny contains violation("memory_used", msg, facts.memory_used_percent, th.max_me
 # --- the answer ---
 
 verdict := "deny" if count(deny) > 0
+
 else := "allow"
 
 decision := {

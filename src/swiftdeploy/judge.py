@@ -30,7 +30,6 @@ from .format import format_number
 
 if TYPE_CHECKING:
     from .manifest import Manifest
-    from .metrics import TrackWindow
     from .policy import Decision
 
 METHODS = ("fixed", "sequential")

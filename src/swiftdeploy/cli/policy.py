@@ -129,6 +129,10 @@ def _show(decision: Decision, json_output: bool) -> None:
         for v in decision.violations:
             out.print(f"  [{colour}]✗[/] {escape(v.summary())}", soft_wrap=True)
             out.print(f"    [dim]{escape(v.message)}[/]", soft_wrap=True)
+        if decision.allow:  # what the allow rests on
+            for b in decision.basis:
+                out.print(f"  [green]✓[/] {escape(b.summary())}", soft_wrap=True)
+                out.print(f"    [dim]{escape(b.message)}[/]", soft_wrap=True)
     if not decision.allow:
         raise typer.Exit(EXIT_BLOCKED)
 

@@ -35,11 +35,11 @@ def stable(
         "--window",
         min=0.1,
         max=3600,
-        help="Longest to watch the canary, in seconds; stops at the first clear verdict (default policy.window_seconds).",
+        help="Longest to watch the canary (s); it stops at the first clear verdict (default policy.window_seconds).",
     ),
     timeout: float = typer.Option(60.0, "--timeout", min=1, max=3600, help="Seconds to wait for the new stable."),
 ) -> None:
-    """Watch the canary until the gate's verdict is clear; on allow it becomes stable; otherwise nothing changes (exit 3)."""
+    """Watch the canary until the gate's verdict is clear; on allow it becomes stable, else nothing changes (exit 3)."""
     from ..ops import promote_stable
     from .common import manifest_path
     from .deploy import render_result, run_operation

@@ -82,10 +82,15 @@ class Thresholds(Strict):
         None, gt=0, le=100, description="Promote gate: allow only when the error rate is shown below this (percent)."
     )
     max_p99_latency_ms: float | None = Field(
-        None, ge=0, description="Promote gate: the canary P99 may not be above this (ms); judged by counting slow requests."
+        None,
+        ge=0,
+        description="Promote gate: the canary P99 may not be above this (ms); judged on counted slow requests.",
     )
     max_slow_percent: float | None = Field(
-        None, ge=0, le=100, description="Promote gate: share of requests that may be slower than max_p99_latency_ms (1 = P99)."
+        None,
+        ge=0,
+        le=100,
+        description="Promote gate: percent of requests allowed slower than max_p99_latency_ms (1 = P99).",
     )
     bad_slow_percent: float | None = Field(
         None, gt=0, le=100, description="Promote gate: allow only when the slow share is shown below this (percent)."
@@ -100,7 +105,7 @@ class Thresholds(Strict):
         None, ge=50, lt=100, description="Promote gate: confidence an allow needs (percent)."
     )
     max_error_rate_ratio: float | None = Field(
-        None, ge=1, description="Relative rule: deny when the canary error rate is shown above this many times stable's."
+        None, ge=1, description="Relative rule: deny when the canary error rate is shown above this many x stable's."
     )
     max_p99_ratio: float | None = Field(
         None, ge=1, description="Relative rule: the canary P99 may not be above this many times stable's P99."
