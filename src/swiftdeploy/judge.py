@@ -449,3 +449,69 @@ def watch_canary(
     if progress is not None:
         progress(f"watched the canary for {format_number(round(look.elapsed, 1))} s: {look.decision.verdict}")
     return look.facts
+
+
+# --- `validate`: is the latency threshold a bucket bound of the histogram? -------------------------------------
+
+
+def histogram_bounds(m: Manifest, *, timeout: float = 1.0, transport: Any = None) -> tuple[str, list[float]]:
+    """(where from, finite bucket bounds in ms) of the latency histogram: scraped from the running stable track
+    when the admin listener answers, else the demo API's (the default app)."""
+    from .errors import OperationFailed
+    from .metrics import admin_url, scrape
+
+    url = admin_url(m, "stable", "metrics")
+    try:
+        found = scrape(url, timeout, transport=transport)
+    except OperationFailed:
+        found = None
+    if found is not None:
+        bounds = sorted({round(le * 1000.0, 6) for (_m, _p, le) in found.buckets if math.isfinite(le)})
+        if bounds:
+            return f"the histogram scraped from {url}", bounds
+    from demo_api.metrics import DURATION_BUCKETS
+
+    source = "the demo API's histogram (the stack is not running, so its own could not be read)"
+    return source, [round(b * 1000.0, 6) for b in DURATION_BUCKETS]
+
+
+def threshold_checks(m: Manifest, *, transport: Any = None) -> list[tuple[str, bool, str, str]]:
+    """(check, ok, detail, fix) rows for `validate`: warnings (ok, detail starting "warning:") when the latency
+    threshold is not a histogram bound, or a threshold that no longer has an effect is set."""
+    thresholds = thresholds_of(m)
+    rows: list[tuple[str, bool, str, str]] = []
+    limit = thresholds.get("max_p99_latency_ms")
+    if isinstance(limit, int | float) and not isinstance(limit, bool):
+        source, bounds = histogram_bounds(m, transport=transport)
+        ms = format_number(float(limit), "ms")
+        if float(limit) in bounds:
+            rows.append(("latency buckets", True, f"max_p99_latency_ms {ms} is a bucket bound of {source}", ""))
+        else:
+            slow = Track(0, 0, None, None, {b: 0 for b in bounds}).slower_than(float(limit))
+            down, up = slow.buckets
+            used = (
+                f"counts requests slower than {format_number(up, 'ms')} to deny"
+                if up is not None
+                else "cannot count any request as slower than it to deny"
+            )
+            allow = f"slower than {format_number(down, 'ms')}" if down is not None else "every request as slow"
+            fix = ", ".join(format_number(b, "ms") for b in (down, up) if b is not None)
+            rows.append(
+                (
+                    "latency buckets",
+                    True,
+                    f"warning: max_p99_latency_ms {ms} is not a bucket bound of {source}: the gate {used} and "
+                    f"{allow} to allow",
+                    f"set max_p99_latency_ms to a bucket bound ({fix}) or give the app's histogram a {ms} bucket",
+                )
+            )
+    if m.policy.thresholds.max_error_rate_increase_percent is not None:
+        rows.append(
+            (
+                "canary thresholds",
+                True,
+                "warning: policy.thresholds.max_error_rate_increase_percent no longer has an effect",
+                "remove it; the relative error rule is max_error_rate_ratio (canary at most N times stable's)",
+            )
+        )
+    return rows
