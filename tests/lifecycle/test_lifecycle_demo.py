@@ -14,7 +14,7 @@ def test_demo_passes_and_cleans_up(tmp_path):
     env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
     try:
         r = subprocess.run(
-            [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "3"],
+            [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "60"],
             capture_output=True,
             text=True,
             timeout=240,

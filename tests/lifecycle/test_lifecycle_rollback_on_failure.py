@@ -70,7 +70,7 @@ def test_failed_promote_stable_restores_everything(launcher_stack, stack_dir):
     sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
     sender.start()
     try:
-        r = cli(manifest, "promote", "stable", "--window", "3", env=fail_env("stable:2.0.0"))
+        r = cli(manifest, "promote", "stable", "--window", "60", env=fail_env("stable:2.0.0"))
     finally:
         stop.set()
         sender.join(timeout=30)
@@ -132,7 +132,7 @@ def test_promote_stable_order_hands_over_before_replacing_stable(launcher_stack,
         sender = threading.Thread(target=lambda: traffic(m, 40, 60, stop=stop), daemon=True)
         sender.start()
         try:
-            return promote_stable(manifest, window=3)
+            return promote_stable(manifest, window=60)
         finally:
             stop.set()
             sender.join(timeout=30)

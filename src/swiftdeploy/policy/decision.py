@@ -68,8 +68,10 @@ class Violation:
         if self.bound_kind in ("lower", "upper") and self.unit != "requests":
             side = "above" if self.bound_kind == "lower" else "below"
             confidence = _fmt(self.confidence_percent, "%")
-            bound = f" ({side} {_fmt(self.bound, self.unit)} at {confidence} confidence)"
-            return f"{_fmt(self.observed, self.unit)}{bound} vs {_fmt(self.threshold, self.unit)}"
+            bound = f"{side} {_fmt(self.bound, self.unit)} at {confidence} confidence"
+            if self.observed is None:  # e.g. a ratio to a stable track without errors
+                return f"{bound} vs {_fmt(self.threshold, self.unit)}"
+            return f"{_fmt(self.observed, self.unit)} ({bound}) vs {_fmt(self.threshold, self.unit)}"
         unit = f" {self.unit}" if self.unit else ""
         return f"{_fmt(self.observed)} vs {_fmt(self.threshold)}{unit}"
 
