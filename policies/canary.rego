@@ -35,7 +35,7 @@ latency_fields := ["p50_ms", "p99_ms"]
 used_thresholds := [
 	"max_error_rate_percent", "bad_error_rate_percent", "max_p99_latency_ms", "max_slow_percent",
 	"bad_slow_percent", "min_requests", "max_error_rate_ratio", "max_p99_ratio", "min_p99_ms_for_ratio",
-	"deny_confidence_percent", "allow_confidence_percent",
+	"deny_confidence_percent", "ratio_confidence_percent", "allow_confidence_percent",
 ]
 
 violation(rule, message, observed, threshold, unit) := {
@@ -52,16 +52,34 @@ input_violation(rule, field, message, observed) := object.union(
 )
 
 # A judgement backed by evidence: the point value, its confidence bound, the counts and the window it rests on.
-finding(rule, message, observed, threshold, unit, bound, kind, confidence, counts) := object.union(
-	violation(rule, message, observed, threshold, unit),
-	{
-		"bound": bound,
-		"bound_kind": kind,
-		"confidence_percent": confidence,
-		"counts": counts,
-		"window_seconds": window,
-	},
-)
+finding(rule, message, observed, threshold, unit, bound, kind, confidence, counts) := {
+	"rule": rule,
+	"message": message,
+	"observed": observed,
+	"threshold": threshold,
+	"unit": unit,
+	"bound": bound,
+	"bound_kind": kind,
+	"confidence_percent": confidence,
+	"counts": counts,
+	"window_seconds": window,
+}
+
+# An allow bound not cleared yet, with how many more canary requests (and seconds) would settle it.
+unproven(rule, message, e, threshold, counts) := {
+	"rule": rule,
+	"message": message,
+	"observed": e.observed_percent,
+	"threshold": threshold,
+	"unit": "%",
+	"bound": e.upper_percent,
+	"bound_kind": "upper",
+	"confidence_percent": th.allow_confidence_percent,
+	"counts": counts,
+	"window_seconds": window,
+	"requests_needed": e.requests_needed,
+	"seconds_needed": e.seconds_needed,
+}
 
 # Usable thresholds (numbers only); a rule whose threshold is missing cannot fire, and threshold_invalid denies.
 th := {name: value | some name, value in thresholds; is_number(value)}
@@ -192,45 +210,50 @@ deny contains violation("threshold_invalid", msg, object.get(thresholds, name, n
 
 # --- malformed evidence ---
 
-# Field kinds of the evidence parts (a count is a whole number >= 0, a percent a number in [0, 100]).
-rate_fields := {
-	"count": "count", "count_max": "count", "requests": "count",
-	"observed_percent": "percent", "lower_percent": "percent", "upper_percent": "percent",
+# The evidence fields, by kind and part ("." is the evidence object itself); docs/policies.md describes each.
+# A count is a whole number >= 0, a percent a number in [0, 100]; "_or_null" kinds may also be null.
+rate_spec := {
+	"count": ["count", "count_max", "requests"],
+	"percent": ["observed_percent", "lower_percent", "upper_percent"],
 }
 
-needed_fields := {"requests_needed": "count_or_null", "seconds_needed": "number_or_null"}
-
-evidence_parts := {
-	"error_rate": object.union(rate_fields, needed_fields),
-	"p99_latency": object.union(object.union(rate_fields, needed_fields), {"latency_ms": "number"}),
-}
-
-optional_parts := {
+spec := {
+	"error_rate": object.union(rate_spec, {"count_or_null": ["requests_needed"], "number_or_null": ["seconds_needed"]}),
+	"p99_latency": object.union(rate_spec, {
+		"count_or_null": ["requests_needed"], "number_or_null": ["seconds_needed"],
+		"number": ["latency_ms"],
+	}),
 	"error_rate_vs_stable": {
-		"canary_errors": "count", "canary_requests": "count", "stable_errors": "count", "stable_requests": "count",
-		"observed_ratio": "number_or_null", "lower_ratio": "number",
+		"count": ["canary_errors", "canary_requests", "stable_errors", "stable_requests"],
+		"number": ["lower_ratio"], "number_or_null": ["observed_ratio"],
 	},
-	"p99_vs_stable": object.union(rate_fields, {"latency_ms": "number", "stable_p99_ms": "number", "stable_requests": "count"}),
+	"p99_vs_stable": {
+		"count": ["count", "count_max", "requests", "stable_requests"],
+		"percent": ["observed_percent", "lower_percent", "upper_percent"],
+		"number": ["latency_ms", "stable_p99_ms"],
+	},
+	".": {
+		"count_or_null": ["requests_needed"], "number_or_null": ["seconds_needed"],
+		"number": ["canary_requests_per_second"],
+	},
 }
 
-top_fields := object.union(needed_fields, {"canary_requests_per_second": "number"})
+evidence_parts := {"error_rate", "p99_latency"}
 
-valid("count", x) if whole(x)
+optional_parts := {"error_rate_vs_stable", "p99_vs_stable"}
 
-valid("percent", x) if {
+percent(x) if {
 	non_negative(x)
 	x <= 100
 }
 
-valid("number", x) if non_negative(x)
+number_or_null(x) if non_negative(x)
 
-valid("number_or_null", x) if non_negative(x)
+number_or_null(x) if is_null(x)
 
-valid("number_or_null", x) if is_null(x)
+count_or_null(x) if whole(x)
 
-valid("count_or_null", x) if whole(x)
-
-valid("count_or_null", x) if is_null(x)
+count_or_null(x) if is_null(x)
 
 ev_raw := inp.evidence
 
@@ -249,20 +272,22 @@ deny contains input_violation("input_type", "evidence.method", msg, method) if {
 }
 
 # The parts present and shaped as objects (the optional ones may be null: no stable baseline).
-parts := {name: ev[name] | some name, _ in object.union(evidence_parts, optional_parts); is_object(ev[name])}
+parts := {name: ev[name] | some name in (evidence_parts | optional_parts); is_object(ev[name])}
 
-part_spec := object.union(evidence_parts, optional_parts)
+checked := object.union(parts, {".": ev}) if is_object(ev)
+
+else := {}
 
 deny contains input_violation("input_type", sprintf("evidence.%s", [name]), msg, type_name(object.get(ev, name, null))) if {
 	is_object(ev)
-	some name, _ in evidence_parts
+	some name in evidence_parts
 	not name in object.keys(parts)
 	msg := sprintf("input.evidence.%s must be an object", [name])
 }
 
 deny contains input_violation("input_type", sprintf("evidence.%s", [name]), msg, type_name(part)) if {
 	is_object(ev)
-	some name, _ in optional_parts
+	some name in optional_parts
 	not name in object.keys(parts)
 	part := object.get(ev, name, null)
 	not is_null(part)
@@ -270,16 +295,38 @@ deny contains input_violation("input_type", sprintf("evidence.%s", [name]), msg,
 }
 
 bad_fields contains [name, f] if {
-	some name, part in parts
-	some f, kind in part_spec[name]
+	some name, part in checked
+	some f in object.get(spec[name], "count", [])
 	value := object.get(part, f, null)
-	not valid(kind, value)
+	not whole(value)
 }
 
-bad_fields contains [".", f] if {
-	some f, kind in top_fields
-	value := object.get(ev, f, null)
-	not valid(kind, value)
+bad_fields contains [name, f] if {
+	some name, part in checked
+	some f in object.get(spec[name], "percent", [])
+	value := object.get(part, f, null)
+	not percent(value)
+}
+
+bad_fields contains [name, f] if {
+	some name, part in checked
+	some f in object.get(spec[name], "number", [])
+	value := object.get(part, f, null)
+	not non_negative(value)
+}
+
+bad_fields contains [name, f] if {
+	some name, part in checked
+	some f in object.get(spec[name], "number_or_null", [])
+	value := object.get(part, f, null)
+	not number_or_null(value)
+}
+
+bad_fields contains [name, f] if {
+	some name, part in checked
+	some f in object.get(spec[name], "count_or_null", [])
+	value := object.get(part, f, null)
+	not count_or_null(value)
 }
 
 deny contains input_violation("input_type", field, msg, null) if {
@@ -307,7 +354,7 @@ deny contains violation("evidence_mismatch", msg, got, expected, "") if {
 }
 
 evidence_thresholds := [
-	"deny_confidence_percent", "allow_confidence_percent", "max_p99_latency_ms", "max_p99_ratio",
+	"deny_confidence_percent", "ratio_confidence_percent", "allow_confidence_percent", "max_p99_latency_ms", "max_p99_ratio",
 	"min_p99_ms_for_ratio", "bad_error_rate_percent", "bad_slow_percent", "min_requests",
 ]
 
@@ -329,10 +376,9 @@ deny contains violation("evidence_mismatch", msg, [e[f], c[g]], null, "") if {
 
 metrics := {name: {f: v | some f, v in t; non_negative(v)} | some name, t in tracks}
 
-good := {name: part |
-	some name, part in parts
-	count({f | some [n, f] in bad_fields; n == name}) == 0
-}
+bad_parts := {name | some [name, _] in bad_fields}
+
+good := {name: part | some name, part in parts; not name in bad_parts}
 
 window := inp.window_seconds if positive_number(inp.window_seconds)
 
@@ -390,14 +436,14 @@ deny contains finding(
 
 deny contains finding(
 	"error_rate_vs_stable", msg, r.observed_ratio, th.max_error_rate_ratio, "x",
-	r.lower_ratio, "lower", th.deny_confidence_percent,
+	r.lower_ratio, "lower", th.ratio_confidence_percent,
 	{"canary_errors": r.canary_errors, "canary_requests": r.canary_requests, "stable_errors": r.stable_errors, "stable_requests": r.stable_requests},
 ) if {
 	r := good.error_rate_vs_stable
 	r.lower_ratio > th.max_error_rate_ratio
 	msg := sprintf("canary errors %v of %v against stable's %v of %v over %v s: the canary's error rate is more than %v times stable's with %v%% confidence; at most %v times is allowed", [
 		r.canary_errors, r.canary_requests, r.stable_errors, r.stable_requests, secs, num(r.lower_ratio),
-		th.deny_confidence_percent, th.max_error_rate_ratio,
+		th.ratio_confidence_percent, th.max_error_rate_ratio,
 	])
 }
 
@@ -453,13 +499,7 @@ needed_text(e) := sprintf("; about %v more canary requests would settle it (~%v 
 	is_null(e.requests_needed)
 } else := ""
 
-inconclusive contains object.union(
-	finding(
-		"error_rate_unproven", msg, e.observed_percent, th.bad_error_rate_percent, "%",
-		e.upper_percent, "upper", th.allow_confidence_percent, error_counts(e),
-	),
-	{"requests_needed": e.requests_needed, "seconds_needed": e.seconds_needed},
-) if {
+inconclusive contains unproven("error_rate_unproven", msg, e, th.bad_error_rate_percent, error_counts(e)) if {
 	e := good.error_rate
 	not "error_rate" in cleared
 	msg := sprintf("%v canary requests, %v errors over %v s (%v%%): cannot yet show the error rate is below %v%% (with %v%% confidence it is at most %v%%)%s", [
@@ -468,13 +508,7 @@ inconclusive contains object.union(
 	])
 }
 
-inconclusive contains object.union(
-	finding(
-		"p99_latency_unproven", msg, e.observed_percent, th.bad_slow_percent, "%",
-		e.upper_percent, "upper", th.allow_confidence_percent, slow_counts(e),
-	),
-	{"requests_needed": e.requests_needed, "seconds_needed": e.seconds_needed},
-) if {
+inconclusive contains unproven("p99_latency_unproven", msg, e, th.bad_slow_percent, slow_counts(e)) if {
 	e := good.p99_latency
 	not "p99_latency" in cleared
 	msg := sprintf("%v canary requests, %v slower than %v ms over %v s: cannot yet show fewer than %v%% are that slow (with %v%% confidence at most %v%%)%s", [

@@ -20,11 +20,13 @@ thresholds := {
 	"max_p99_ratio": 2,
 	"min_p99_ms_for_ratio": 250,
 	"deny_confidence_percent": 99,
+	"ratio_confidence_percent": 97,
 	"allow_confidence_percent": 95,
 }
 
 echo := {name: thresholds[name] | some name in [
-	"deny_confidence_percent", "allow_confidence_percent", "max_p99_latency_ms", "max_p99_ratio",
+	"deny_confidence_percent", "ratio_confidence_percent", "allow_confidence_percent", "max_p99_latency_ms",
+	"max_p99_ratio",
 	"min_p99_ms_for_ratio", "bad_error_rate_percent", "bad_slow_percent", "min_requests",
 ]}
 

@@ -36,6 +36,7 @@ METHODS = ("fixed", "sequential")
 # The thresholds the evidence computation reads (echoed in evidence.thresholds; the policy checks they match).
 EVIDENCE_THRESHOLDS = (
     "deny_confidence_percent",
+    "ratio_confidence_percent",
     "allow_confidence_percent",
     "max_p99_latency_ms",
     "max_p99_ratio",
@@ -214,6 +215,7 @@ def evidence(
     c = Track.read(canary)
     s = Track.read(stable) if stable is not None else None
     alpha_deny = _alpha(thresholds, "deny_confidence_percent")
+    alpha_ratio = _alpha(thresholds, "ratio_confidence_percent")
     alpha_allow = _alpha(thresholds, "allow_confidence_percent")
     limit_ms = _number(thresholds, "max_p99_latency_ms")
     ratio, floor_ms = _number(thresholds, "max_p99_ratio"), _number(thresholds, "min_p99_ms_for_ratio")
@@ -240,7 +242,7 @@ def evidence(
             "stable_requests": s.requests,
             "observed_ratio": observed,
             "lower_ratio": stats.ratio_lower(
-                c.errors, c.requests, s.errors, s.requests, alpha_deny, sequential=sequential
+                c.errors, c.requests, s.errors, s.requests, alpha_ratio, sequential=sequential
             ),
         }
     if s is not None and s.p99_ms is not None and s.requests:

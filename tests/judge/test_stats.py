@@ -126,13 +126,17 @@ def test_sequential_bounds_are_the_mixture_inverted_and_wider_than_fixed() -> No
     for x, n in [(1, 10), (4, 80), (13, 600), (0, 300), (30, 30)]:
         lower, upper = stats.seq_lower(x, n, 0.01), stats.seq_upper(x, n, 0.05)
         assert lower <= stats.cp_lower(x, n, 0.01) and upper >= stats.cp_upper(x, n, 0.05)
-        if 0 < lower:
-            assert stats.log_mixture_above(x, n, lower * 0.999) > math.log(100) > stats.log_mixture_above(
-                x, n, lower * 1.001
+        if lower > 0:
+            assert (
+                stats.log_mixture_above(x, n, lower * 0.999)
+                > math.log(100)
+                > stats.log_mixture_above(x, n, lower * 1.001)
             )
         if upper < 1:
-            assert stats.log_mixture_below(x, n, upper * 1.001) > math.log(20) > stats.log_mixture_below(
-                x, n, upper * 0.999
+            assert (
+                stats.log_mixture_below(x, n, upper * 1.001)
+                > math.log(20)
+                > stats.log_mixture_below(x, n, upper * 0.999)
             )
     # a canary failing every request is caught after three (1 % threshold, 99 % confidence)
     assert stats.seq_lower(3, 3, 0.01) > 0.01 > stats.seq_lower(2, 2, 0.01)

@@ -34,6 +34,7 @@ def test_default_thresholds_match_the_design() -> None:
         "bad_error_rate_percent": 2,
         "bad_slow_percent": 2,
         "deny_confidence_percent": 99,
+        "ratio_confidence_percent": 97,
         "allow_confidence_percent": 95,
         "max_error_rate_ratio": 1.5,
         "max_p99_ratio": 2.0,

@@ -101,6 +101,9 @@ class Thresholds(Strict):
     deny_confidence_percent: float | None = Field(
         None, ge=50, lt=100, description="Promote gate: confidence a deny needs (percent; 99 = 1 in 100 wrong denies)."
     )
+    ratio_confidence_percent: float | None = Field(
+        None, ge=50, lt=100, description="Relative rule: confidence a deny by max_error_rate_ratio needs (percent)."
+    )
     allow_confidence_percent: float | None = Field(
         None, ge=50, lt=100, description="Promote gate: confidence an allow needs (percent)."
     )
