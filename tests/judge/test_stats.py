@@ -171,3 +171,11 @@ def test_bad_arguments_are_refused() -> None:
         stats.cp_lower(5, 3, 0.05)
     with pytest.raises(ValueError):
         stats.cp_upper(-1, 3, 0.05)
+
+
+def test_the_one_evaluation_check_agrees_with_the_bound() -> None:
+    """requests_needed asks "is the upper bound below p1?" with one tail (or mixture) instead of a bisection."""
+    for x, n in [(0, 149), (0, 148), (3, 600), (6, 600), (7, 600), (0, 224), (0, 223), (12, 1300)]:
+        for sequential in (False, True):
+            bound = (stats.seq_upper if sequential else stats.cp_upper)(x, n, 0.05)
+            assert stats.upper_below(x, n, 0.02, 0.05, sequential=sequential) is (bound < 0.02)
