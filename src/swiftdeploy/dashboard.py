@@ -450,10 +450,14 @@ def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any
 
 
 def _violation_text(v: dict[str, Any]) -> str:
-    unit = f" {v.get('unit')}" if v.get("unit") else ""
     if v.get("threshold") is None:
         return f"{v.get('rule')}: {v.get('message')}"
-    return f"{v.get('rule')}: {_fmt(v.get('observed'))} vs {_fmt(v.get('threshold'))}{unit} — {v.get('message')}"
+    from .policy.decision import InvalidDecision, _violation  # the gate's own summary: same numbers, same format
+
+    try:
+        return f"{_violation(0, v).summary()} — {v.get('message')}"
+    except InvalidDecision:
+        return f"{v.get('rule')}: {v.get('message')}"
 
 
 def _fmt(value: Any) -> str:

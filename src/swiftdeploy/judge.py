@@ -176,7 +176,8 @@ def _rate(
         "count": at_least,
         "count_max": at_most,
         "requests": n,
-        "observed_percent": _percent(at_least / n) if n else 0.0,
+        # the point value as the window reports it (3 decimals); the bounds stay exact, the policy compares them
+        "observed_percent": round(_percent(at_least / n), 3) if n else 0.0,
         "lower_percent": _percent(lower(at_least, n, alpha_deny)) if n else 0.0,
         "upper_percent": _percent(upper(at_most, n, alpha_allow)) if n else 100.0,
     }
