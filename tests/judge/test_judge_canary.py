@@ -36,7 +36,7 @@ def test_a_failing_canary_is_denied_with_every_number(exposition) -> None:
     by_rule = {v.rule: v for v in d.violations}
     assert set(by_rule) == {"error_rate", "error_rate_vs_stable"}
     v = by_rule["error_rate"]
-    assert (v.observed, v.threshold, v.bound_kind, v.confidence_percent) == (6.667, 1, "lower", 99)  # as the window
+    assert (v.observed, v.threshold, v.bound_kind, v.confidence_percent) == (6.667, 1, "lower", 99.5)  # as the window
     assert v.counts == {"errors": 10, "requests": 150} and v.extra["window_seconds"] == 30
 
 

@@ -118,7 +118,7 @@ def test_local_story(stack_dir):
     before = frozen_state(stack_dir)
     r, sent = promote_stable_under_traffic(manifest)
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "error_rate" in r.stderr and "at 99% confidence) vs 1%" in r.stderr
+    assert "error_rate" in r.stderr and "at 99.5% confidence) vs 1%" in r.stderr
     assert "canary policy answered deny" in r.stderr
     assert sent["by_status"].get("500", 0) > 0
     assert frozen_state(stack_dir) == before

@@ -40,18 +40,18 @@ CASES = [
     ("infrastructure", host(memory_used_percent=90), "allow", set()),
     ("infrastructure", host(memory_used_percent=90.01), "deny", {"memory_used"}),
     # the canary, from today's TRACK shape (swiftdeploy derives the evidence): 600 requests, exact bounds.
-    # error_rate denies from 13 errors (P(X >= 13 | 600, 1 %) = 0.0085 <= 1 %; 12: 0.0195); an allow needs the 95 %
+    # error_rate denies from 14 errors (P(X >= 14 | 600, 1 %) = 0.0034 <= 0.5 %; 13: 0.0085); an allow needs the 95 %
     # upper bound under 2 %: up to 6 errors (1.96 %; 7: 2.18 %). tests/judge pins the bounds themselves.
     ("canary", canary(), "allow", set()),
     ("canary", canary(errors=6, error_rate_percent=1.0), "allow", set()),
     ("canary", canary(errors=7, error_rate_percent=1.167), "inconclusive", {"error_rate_unproven"}),
-    ("canary", canary(errors=12, error_rate_percent=2.0), "inconclusive", {"error_rate_unproven"}),
-    ("canary", canary(errors=13, error_rate_percent=2.167), "deny", {"error_rate"}),
+    ("canary", canary(errors=13, error_rate_percent=2.167), "inconclusive", {"error_rate_unproven"}),
+    ("canary", canary(errors=14, error_rate_percent=2.333), "deny", {"error_rate"}),
     # P99 <= 500 ms is at most 1 % slower: P99 500 allows (at most 6 slow), P50 above 500 denies (half are slow)
     ("canary", canary(p99_ms=500.0), "allow", set()),
     ("canary", canary(p50_ms=500.1, p99_ms=700.0), "deny", {"p99_latency"}),
     ("canary", canary(requests=19), "inconclusive", {"min_requests", "error_rate_unproven", "p99_latency_unproven"}),
-    # relative: canary errors more than 1.5x stable's with 97 % confidence (stable 10 of 5400): from 6 of 600
+    # relative: canary errors more than 1.5x stable's with 96 % confidence (stable 10 of 5400): from 6 of 600
     # (exact conditional p-value 0.019; 5 of 600: 0.052)
     ("canary", canary(STABLE_10, errors=5, error_rate_percent=0.833), "allow", set()),
     ("canary", canary(STABLE_10, errors=6, error_rate_percent=1.0), "deny", {"error_rate_vs_stable"}),
@@ -69,13 +69,13 @@ def test_threshold_boundaries(domain: str, data: dict, verdict: str, violated: s
 
 
 def test_violation_carries_the_bound_the_counts_and_the_window() -> None:
-    d = evaluate(None, "canary", canary(errors=13, error_rate_percent=2.167))
+    d = evaluate(None, "canary", canary(errors=14, error_rate_percent=2.333))
     [v] = d.violations
-    assert (v.rule, v.observed, v.threshold, v.unit) == ("error_rate", 2.167, 1, "%")
-    assert (v.bound_kind, v.confidence_percent) == ("lower", 99) and v.bound == pytest.approx(1.0216, abs=1e-4)
-    assert v.counts == {"errors": 13, "requests": 600} and v.extra["window_seconds"] == 30
-    assert v.summary() == "error_rate: 2.17% (above 1.02% at 99% confidence) vs 1%"
-    assert "13 of 600 canary requests failed over 30 s (2.17%): the error rate is above 1.02% with 99%" in v.message
+    assert (v.rule, v.observed, v.threshold, v.unit) == ("error_rate", 2.333, 1, "%")
+    assert (v.bound_kind, v.confidence_percent) == ("lower", 99.5) and v.bound == pytest.approx(1.0444, abs=1e-4)
+    assert v.counts == {"errors": 14, "requests": 600} and v.extra["window_seconds"] == 30
+    assert v.summary() == "error_rate: 2.33% (above 1.04% at 99.5% confidence) vs 1%"
+    assert "14 of 600 canary requests failed over 30 s (2.33%): the error rate is above 1.04% with 99.5%" in v.message
 
 
 STABLE_FIELDS = {"stable.errors", "stable.error_rate_percent", "stable.p50_ms", "stable.p99_ms"}
@@ -129,8 +129,8 @@ def test_manifest_thresholds_override_the_defaults(write_manifest) -> None:
     m = write_manifest(
         "policy:\n  engine: embedded\n  thresholds: {max_error_rate_percent: 2.5, deny_confidence_percent: 90}\n"
     )
-    data = canary(errors=13, error_rate_percent=2.167)
+    data = canary(errors=14, error_rate_percent=2.333)
     assert evaluate(None, "canary", data).verdict == "deny"
-    d = evaluate(m, "canary", data)  # 13 of 600 is not shown above 2.5 % (not even at 90 %)
+    d = evaluate(m, "canary", data)  # 14 of 600 is not shown above 2.5 % (not even at 90 %)
     assert d.verdict == "inconclusive" and rules(d) == {"error_rate_unproven"}
     assert d.evidence is not None and d.evidence["thresholds"]["deny_confidence_percent"] == 90
