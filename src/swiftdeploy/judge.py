@@ -449,8 +449,8 @@ def watch_canary(
         close = getattr(engine, "close", None)
         if close is not None:
             close()
-    if progress is not None:
-        progress(f"watched the canary for {format_number(round(look.elapsed, 1))} s: {look.decision.verdict}")
+    if progress is not None:  # the last look, kept on screen and in logs
+        progress(f"watched the canary: {progress_line(look, max_seconds)}")
     return look.facts
 
 

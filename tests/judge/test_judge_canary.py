@@ -170,5 +170,5 @@ def test_watch_canary_scrapes_both_tracks_through_the_admin_listener(exposition,
     assert sorted(set(seen)) == ["http://127.0.0.1:18082/canary/metrics", "http://127.0.0.1:18082/stable/metrics"]
     assert counts["canary"] <= 3
     assert evaluate(m, "canary", facts).verdict == "deny"
-    assert lines[-1].startswith("watched the canary for") and lines[-1].endswith(": deny")
+    assert lines[-1].startswith("watched the canary: ") and lines[-1].endswith(", deny")
     assert not getattr(lines[-1], "transient", False)  # the final line stays on screen
