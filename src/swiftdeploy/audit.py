@@ -513,10 +513,10 @@ def _num(value: Any) -> str:
 
 
 def _with_unit(value: Any, unit: str) -> str:
-    if value is None:
-        return ""
-    text = _num(value)
-    return f"{text} {unit}".strip() if unit else text
+    """A violation's observed value or threshold, formatted as every other view shows it (format_number)."""
+    from .format import format_number
+
+    return "" if value is None else format_number(value, unit)
 
 
 def _duration(seconds: float) -> str:

@@ -79,8 +79,8 @@ def test_report_parses_as_gfm_with_expected_tables_and_mermaid() -> None:
             "1",
             "2024-05-01T12:01:11.000Z",
             "2024-05-01T12:01:11.000Z",
-            "52.4 %",
-            "1 %",
+            "52.4%",
+            "1%",
             "canary error rate 52.4% &gt; 1%<br>over the 30 s window",  # newline kept inside the cell
         ]
     ]
