@@ -358,7 +358,7 @@ def progress_line(look: Look, max_seconds: float) -> str:
         slow_count += f"-{format_number(slow['count_max'])}"
     confidence = format_number(ev["thresholds"]["allow_confidence_percent"], "%")
     parts = [
-        f"{format_number(round(look.elapsed))} s of {format_number(max_seconds)} s: {n} canary requests",
+        f"{format_number(round(look.elapsed, 1))} s of {format_number(max_seconds)} s: {n} canary requests",
         f"{errors['count']} errors (< {format_number(errors['upper_percent'], '%')} at {confidence})",
         f"{slow_count} slower than {format_number(slow['latency_ms'], 'ms')} "
         f"(< {format_number(slow['upper_percent'], '%')})",
