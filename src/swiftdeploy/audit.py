@@ -682,10 +682,8 @@ def _distance(observed: Any, threshold: Any) -> float:
 
 
 def _with_unit(value: Any, unit: str) -> str:
-    if value is None:
-        return ""
-    text = format_number(value)
-    return f"{text} {unit}" if unit else text  # "1 %", as Violation.summary() writes it
+    """A violation's observed value or threshold, formatted as every other view shows it (format_number)."""
+    return "" if value is None else format_number(value, unit)
 
 
 def _duration(seconds: float) -> str:
