@@ -135,8 +135,11 @@ non_negative(x) if {
 	x >= 0
 }
 
+# A count: whole, and at most 2^53 - 1 (beyond, floats are all "whole" to regorus while OPA's floor of 1e300 is not
+# the number itself; no window counts that many requests).
 whole(x) if {
 	non_negative(x)
+	x <= 9007199254740991
 	floor(x) == x
 }
 

@@ -432,3 +432,11 @@ test_stable_field_mistyped_denies if {
 	denies_only(d, "input_type")
 	fields(d) == {"stable.requests"}
 }
+
+# a count beyond 2^53 - 1 is not a count (both engines: regorus would call 1e300 whole, OPA would not)
+test_huge_request_count_denies if {
+	d := decide(window(track({"requests": 1e300}), null, evidence({})))
+	d.verdict == "deny"
+	some v in d.violations
+	v.field == "canary.requests"
+}
