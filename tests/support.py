@@ -242,7 +242,7 @@ nginx:
 runtime: local
 policy:
   engine: embedded
-  window_seconds: 3
+  window_seconds: 60  # the longest `promote stable` watches; it stops at the first clear verdict
   # host thresholds relaxed: the test machine is busy; canary thresholds stay the defaults
   thresholds: {thresholds}
 """

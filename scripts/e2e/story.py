@@ -38,8 +38,10 @@ from textwrap import dedent
 
 PROJECT = "sde2e"
 NETWORK = "sde2e-net"
-WINDOW = 6  # seconds of canary metrics per promotion verdict
-RPS = 25  # background traffic during every track change: WINDOW * RPS requests per verdict, far above min_requests
+# The longest `promote stable` watches the canary; it stops at the first clear verdict: the failing canary within
+# about a second, the healthy one once ~230 clean canary requests were seen (about 18 s at 12.5 canary req/s).
+WINDOW = 60
+RPS = 25  # background traffic during every track change (half of it reaches the canary)
 MAX_TRAFFIC_SECONDS = 120  # a background sender stops by itself after this, whatever happens
 
 # OPA's own paths, sent to nginx's listeners: none may reach OPA.

@@ -11,6 +11,8 @@ Everything the CLI does is a function here; the CLI only parses arguments and re
     decision = swiftdeploy.evaluate(m, "infrastructure", facts)
     if not decision.allow:
         print(decision.verdict, [v.message for v in decision.violations])
+    verdict = swiftdeploy.judge_canary(before, after, seconds=30, manifest=m)  # Prometheus texts per track
+    print(verdict.verdict, verdict.evidence["error_rate"]["upper_percent"], [b.message for b in verdict.basis])
     for record in swiftdeploy.read_history(m.history_path):
         ...
 
@@ -64,6 +66,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "scrape": ("swiftdeploy.metrics", "scrape"),
     "window": ("swiftdeploy.metrics", "window"),
     "canary_input": ("swiftdeploy.metrics", "canary_input"),
+    # canary judgement (the evidence and the gate's decision, exactly as `promote stable` judges)
+    "judge_canary": ("swiftdeploy.judge", "judge_canary"),
     # history
     "read_history": ("swiftdeploy.history", "read"),
     "append_history": ("swiftdeploy.history", "append"),
@@ -103,6 +107,8 @@ __all__ = [
     "scrape",
     "window",
     "canary_input",
+    # canary judgement
+    "judge_canary",
     # history
     "read_history",
     "append_history",
@@ -149,6 +155,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .history import append as append_history
     from .history import read as read_history
     from .history import record_decision
+    from .judge import judge_canary
     from .manifest import Manifest, load_manifest, parse_manifest
     from .metrics import admin_url, canary_input, scrape, window
     from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic

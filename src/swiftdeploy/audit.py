@@ -75,6 +75,8 @@ class PromotionWindow:
     window_seconds: Any
     tracks: dict[str, dict[str, Any] | None]  # stable/canary -> TRACK (requests, errors, error rate, P99) or None
     violations: list[dict[str, Any]]
+    evidence: dict[str, Any] | None = None  # the canary gate's evidence (counts, confidence bounds), when recorded
+    basis: list[dict[str, Any]] = field(default_factory=list)  # what an allow rested on
 
 
 def _max_into(target: dict[str, float], values: dict[str, float]) -> None:
@@ -264,6 +266,8 @@ class AuditReport:
                 window_seconds=data.get("window_seconds"),
                 tracks={t: data.get(t) if isinstance(data.get(t), dict) else None for t in TRACKS},
                 violations=[v for v in record.get("violations") or [] if isinstance(v, dict)],
+                evidence=data.get("evidence") if isinstance(data.get("evidence"), dict) else None,
+                basis=[b for b in record.get("basis") or [] if isinstance(b, dict)],
             )
         )
 
@@ -594,14 +598,7 @@ def _window_chart(w: PromotionWindow) -> list[str]:
     for label, key, unit in _MEASURES:
         values = {t: (w.tracks.get(t) or {}).get(key) for t in TRACKS}
         numbers = [float(v) for v in values.values() if isinstance(v, _NUMBERS) and not isinstance(v, bool)]
-        limit = next(
-            (
-                float(v["threshold"])
-                for v in w.violations
-                if isinstance(v.get("threshold"), _NUMBERS) and v.get("observed") == canary.get(key) is not None
-            ),
-            None,
-        )
+        limit = _limit(w, key, canary)
         top = max([*numbers, limit or 0.0, 0.0])
         for i, track in enumerate(TRACKS):
             value = values[track]
@@ -619,12 +616,93 @@ def _window_chart(w: PromotionWindow) -> list[str]:
             if limit is not None and track == "canary":
                 shown += f"   | threshold {format_number(limit, unit)}"
             out.append(f"{name}{''.join(bar)} {shown}".rstrip())
+    out += _evidence_lines(w.evidence)
     for v in w.violations:
         message = " ".join(str(v.get("message") or "").split())
         out.append(f"violation {v.get('rule')}: {message}".rstrip(": "))
     if not w.violations:
         out.append("no violations")
+    for b in w.basis if w.verdict == "allow" else []:  # what the allow rested on
+        out.append(f"allowed on {b.get('rule')}: {' '.join(str(b.get('message') or '').split())}".rstrip(": "))
     return [line.replace("`", "'") for line in out]
+
+
+# An evidence-backed violation (the canary gate) names its rule; its observed value is a share of requests, not the
+# TRACK figure the bar shows: the error-rate rule marks its threshold (a %) on the error-rate bar, the P99 rule the
+# latency it counted at (ms) on the P99 bar.
+_RULE_OF_MEASURE = {"error_rate_percent": "error_rate", "p99_ms": "p99_latency"}
+
+
+def _limit(w: PromotionWindow, key: str, canary: dict[str, Any]) -> float | None:
+    """Where the `|` of a violated threshold goes on the canary's bar of `key`, or None."""
+    for v in w.violations:
+        if v.get("bound_kind") is not None:
+            if v.get("rule") != _RULE_OF_MEASURE.get(key):
+                continue
+            if key == "p99_ms":
+                latency = ((w.evidence or {}).get("p99_latency") or {}).get("latency_ms")
+                return float(latency) if isinstance(latency, _NUMBERS) and not isinstance(latency, bool) else None
+            threshold = v.get("threshold")
+            return float(threshold) if isinstance(threshold, _NUMBERS) and not isinstance(threshold, bool) else None
+        if isinstance(v.get("threshold"), _NUMBERS) and v.get("observed") == canary.get(key) is not None:
+            return float(v["threshold"])
+    return None
+
+
+def _evidence_lines(ev: dict[str, Any] | None) -> list[str]:
+    """The counts and confidence bounds the canary gate judged (docs/policies.md#input), one line per part."""
+    if not ev:
+        return []
+    echo = ev.get("thresholds") if isinstance(ev.get("thresholds"), dict) else {}
+    deny, allow = echo.get("deny_confidence_percent"), echo.get("allow_confidence_percent")
+
+    def bounds(part: dict[str, Any]) -> str:
+        low, high = part.get("lower_percent"), part.get("upper_percent")
+        text = f"above {format_number(low, '%')} at {format_number(deny, '%')}" if low is not None else ""
+        if high is not None:
+            text += ("; " if text else "") + f"below {format_number(high, '%')} at {format_number(allow, '%')}"
+        return text
+
+    def count(part: dict[str, Any]) -> str:
+        low, high = part.get("count"), part.get("count_max")
+        return format_number(low) if high in (None, low) else f"{format_number(low)} to {format_number(high)}"
+
+    method = "a look of the watch" if ev.get("method") == "sequential" else "one window"
+    out = [f"evidence ({method}):"]
+    errors = ev.get("error_rate")
+    if isinstance(errors, dict):
+        out.append(
+            f"  errors    {count(errors)} of {format_number(errors.get('requests'))} canary requests "
+            f"({format_number(errors.get('observed_percent'), '%')}): {bounds(errors)}"
+        )
+    slow = ev.get("p99_latency")
+    if isinstance(slow, dict):
+        out.append(
+            f"  slow      {count(slow)} of {format_number(slow.get('requests'))} slower than "
+            f"{format_number(slow.get('latency_ms'), 'ms')} ({format_number(slow.get('observed_percent'), '%')}): "
+            f"{bounds(slow)}"
+        )
+    ratio = ev.get("error_rate_vs_stable")
+    if isinstance(ratio, dict):
+        observed = ratio.get("observed_ratio")
+        shown = f"{format_number(observed)}x, " if observed is not None else ""
+        out.append(
+            f"  vs stable errors {format_number(ratio.get('canary_errors'))} of "
+            f"{format_number(ratio.get('canary_requests'))} against {format_number(ratio.get('stable_errors'))} of "
+            f"{format_number(ratio.get('stable_requests'))}: {shown}at least "
+            f"{format_number(ratio.get('lower_ratio'))}x at {format_number(echo.get('ratio_confidence_percent'), '%')}"
+        )
+    relative = ev.get("p99_vs_stable")
+    if isinstance(relative, dict):
+        out.append(
+            f"  vs stable P99 {count(relative)} of {format_number(relative.get('requests'))} slower than "
+            f"{format_number(relative.get('latency_ms'), 'ms')} (stable P99 "
+            f"{format_number(relative.get('stable_p99_ms'), 'ms')}): {bounds(relative)}"
+        )
+    more = ev.get("requests_needed")
+    if isinstance(more, int) and not isinstance(more, bool) and more > 0:
+        out.append(f"  about {more} more canary requests would have settled it")
+    return out
 
 
 # --- formatting helpers ---
@@ -682,10 +760,8 @@ def _distance(observed: Any, threshold: Any) -> float:
 
 
 def _with_unit(value: Any, unit: str) -> str:
-    if value is None:
-        return ""
-    text = format_number(value)
-    return f"{text} {unit}" if unit else text  # "1 %", as Violation.summary() writes it
+    """A violation's observed value or threshold, formatted as every other view shows it (format_number)."""
+    return "" if value is None else format_number(value, unit)
 
 
 def _duration(seconds: float) -> str:

@@ -72,6 +72,7 @@ def run_checks(manifest_path: Path) -> Report:
     report.rows += _guard("nginx -t", lambda: nginx_checks(m))
     report.rows += _guard("generated files fresh", lambda: [files_fresh(m)])
     report.rows += _guard("policies compile", lambda: [policies_compile(m)])
+    report.rows += _guard("latency buckets", lambda: canary_threshold_checks(m))
     return report
 
 
@@ -345,6 +346,14 @@ def files_fresh(m: Manifest) -> CheckResult:
     detail = ", ".join(f"{c.relpath} ({'missing' if c.old is None else 'differs'})" for c in stale)
     fix = "run `swiftdeploy init` (see the diff with `swiftdeploy init --dry-run`)"
     return CheckResult("generated files fresh", False, detail, fix)
+
+
+def canary_threshold_checks(m: Manifest) -> list[CheckResult]:
+    """Warnings about the canary thresholds (swiftdeploy.judge.threshold_checks): a latency threshold between two
+    histogram bounds, a threshold that no longer has an effect."""
+    from .judge import threshold_checks
+
+    return [CheckResult(*row) for row in threshold_checks(m)]
 
 
 def policies_compile(m: Manifest) -> CheckResult:

@@ -311,6 +311,8 @@ def record_decision(
         "violations": data.get("violations") or [],
         "input": data.get("input"),
     }
+    if data.get("basis"):  # what an allow rests on (the canary gate)
+        fields["basis"] = data["basis"]
     return append(path, "policy_decision", rotation=rotation, **fields, **extra)
 
 

@@ -19,7 +19,7 @@ def test_demo_passes_and_cleans_up(tmp_path):
     base = free_port_block(6)
     try:
         r = subprocess.run(
-            [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "3", "--port", str(base)],
+            [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "60", "--port", str(base)],
             capture_output=True,
             text=True,
             timeout=240,

@@ -46,7 +46,7 @@ def frozen_state(folder: Path) -> dict[str, str]:
     return state
 
 
-def promote_stable_under_traffic(manifest: Path, window: float = 3) -> tuple[object, dict]:
+def promote_stable_under_traffic(manifest: Path, window: float = 60) -> tuple[object, dict]:
     with background_traffic(load_manifest(manifest)) as sent:
         result = cli(manifest, "promote", "stable", "--window", str(window))
     return result, sent
@@ -109,7 +109,7 @@ def test_local_story(stack_dir):
     before = frozen_state(stack_dir)
     r, sent = promote_stable_under_traffic(manifest)
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "error_rate" in r.stderr and "vs 1 %" in r.stderr
+    assert "error_rate" in r.stderr and "at 99.5% confidence) vs 1%" in r.stderr
     assert "canary policy answered deny" in r.stderr
     assert sent["by_status"].get("500", 0) > 0
     assert frozen_state(stack_dir) == before

@@ -65,7 +65,7 @@ def test_failed_promote_stable_restores_everything(launcher_stack, stack_dir):
     before = files(stack_dir)
     pids_before = {p.name: json.loads(p.read_text())["pid"] for p in (stack_dir / ".swiftdeploy/pids").glob("*.json")}
     with background_traffic(m):
-        r = cli(manifest, "promote", "stable", "--window", "3", env=fail_env("stable:2.0.0"))
+        r = cli(manifest, "promote", "stable", "--window", "60", env=fail_env("stable:2.0.0"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "app exited before becoming healthy (exit code 3)" in r.stderr
     assert files(stack_dir) == before  # manifest still in canary mode, generated files as they were
@@ -121,7 +121,7 @@ def test_promote_stable_order_hands_over_before_replacing_stable(launcher_stack,
 
     def promote():
         with background_traffic(m):
-            return promote_stable(manifest, window=3)
+            return promote_stable(manifest, window=60)
 
     monkeypatch.setenv("SWIFTDEPLOY_TEST_FAIL", "stable:2.0.0")
     with pytest.raises(Exception, match="app exited before becoming healthy"):

@@ -116,8 +116,8 @@ def test_report_parses_as_gfm_with_expected_tables_and_charts() -> None:
             "1",
             "2024-05-01T12:01:11.000Z",
             "2024-05-01T12:01:11.000Z",
-            "52.4 %",
-            "1 %",
+            "52.4%",
+            "1%",
             "canary error rate 52.4% &gt; 1%<br>over the 30 s window",  # newline kept inside the cell
         ]
     ]
@@ -349,3 +349,29 @@ def test_cli_history_section_is_validated_like_every_field(
     assert run(["-m", str(manifest), "audit"]) == 2
     err = capsys.readouterr().err
     assert "manifest.yaml:3:" in err and message in err and "Traceback" not in err
+
+
+def test_promotion_window_shows_the_canary_gates_evidence(tmp_path: Path) -> None:
+    """A `promote stable` decision with evidence: the chart shows its counts and bounds, marks the broken error-rate
+    threshold on the canary's bar, and an allow says what it rested on."""
+    from swiftdeploy.policy import evaluate
+
+    track = {"requests": 600, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 20.0, "p99_ms": 100.0}
+    bad = dict(track, errors=30, error_rate_percent=5.0)
+    path = tmp_path / "history.jsonl"
+    denied = evaluate(None, "canary", {"window_seconds": 30, "canary": bad, "stable": track})
+    allowed = evaluate(None, "canary", {"window_seconds": 30, "canary": track, "stable": track})
+    assert (denied.verdict, allowed.verdict) == ("deny", "allow")
+    history.record_decision(path, denied, gate="promote_stable")
+    history.record_decision(path, allowed, gate="promote_stable")
+    md = audit.render_markdown(audit.build(path))
+    blocks = [body for _, body in _fences(md) if "promote stable:" in body]
+    deny_block, allow_block = blocks
+    assert "evidence (one window):" in deny_block
+    assert "errors    30 of 600 canary requests (5%): above " in deny_block and "at 99.5%" in deny_block
+    assert "| threshold 1%" in deny_block  # the error-rate rule's threshold, on the error-rate bar
+    assert "violation error_rate: 30 of 600 canary requests failed over 30 s (5%)" in deny_block
+    slow = "slow      0 to 6 of 600 slower than 500 ms (0%): above 0% at 99.5%; below 1.96% at 95%"  # from quantiles
+    assert slow in allow_block
+    assert "allowed on error_rate: 600 canary requests, 0 errors over 30 s: error rate below" in allow_block
+    assert "allowed on" not in deny_block  # a deny's cleared rules are not what it rests on

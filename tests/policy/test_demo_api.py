@@ -50,9 +50,13 @@ def test_slow_chaos_makes_the_canary_gate_deny(api: str) -> None:
     w = window(before, after)
     assert (w.requests, w.errors) == (REQUESTS, 0)
     assert w.p99_ms is not None and 600.0 <= w.p99_ms <= 750.0  # the (0.6, 0.75] bucket
+    assert w.slower_than_ms()["500"] == REQUESTS and w.slower_than_ms()["600"] == REQUESTS
     d = evaluate(None, "canary", {"window_seconds": w.seconds, "canary": w.to_input(), "stable": None})
     assert d.verdict == "deny" and not d.allow
-    assert {v.rule for v in d.violations} == {"p99_latency", "min_requests"}
+    # 6 of 6 requests slower than 500 ms (counted in the histogram): more than 1 % with 99 % confidence
+    assert {v.rule for v in d.violations} == {"p99_latency"}
+    assert d.evidence is not None and d.evidence["p99_latency"]["source"] == "histogram"
+    assert (d.violations[0].counts["slow"], d.violations[0].counts["requests"]) == (REQUESTS, REQUESTS)
 
 
 def test_error_chaos_shows_in_the_error_rate(api: str) -> None:

@@ -4,11 +4,14 @@ One manifest with threshold overrides; its generated bundle is served by a real 
 started exactly as `deploy` starts it (runtime/opa_service.py), and the embedded engine evaluates the same policy
 set. Hypothesis sends each engine the same input, at least INPUTS per domain: valid inputs, values at and around
 every threshold of the manifest, missing fields, wrong types, null, huge and tiny numbers, unicode, extra keys and
-inputs that are not objects at all. Verdict, allow and the set of violations (rule, field, observed, threshold,
-unit) must be identical; the first difference fails the test and Hypothesis prints it shrunk to a minimal input.
+inputs that are not objects at all; for the canary also its evidence (docs/policies.md#input): every field
+malformed in turn, and the evidence swiftdeploy computes from consistent tracks with its bounds at the thresholds.
+Verdict, allow and the set of violations (rule, field, observed, threshold, unit) must be identical; the first
+difference fails the test and Hypothesis prints it shrunk to a minimal input.
 
-The inputs are built from field tables (INFRASTRUCTURE, TRACK, CANARY): a new input field is one more entry with
-its strategy, and every record strategy below drops, mistypes and adds keys for it automatically.
+The inputs are built from field tables (INFRASTRUCTURE, TRACK, CANARY, EVIDENCE and its parts): a new input field
+is one more entry with its strategy, and every record strategy below drops, mistypes and adds keys for it
+automatically.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swiftdeploy.errors import PolicyError
+from swiftdeploy.judge import EVIDENCE_THRESHOLDS, EvidenceError, evidence
 from swiftdeploy.policy.bundle import expected_revision, load_policy_set
 from swiftdeploy.policy.embedded import EmbeddedEngine
 from swiftdeploy.policy.opa import OpaEngine, opa_url
@@ -38,9 +42,15 @@ policy:
     min_disk_free_gb: 2.25
     max_memory_used_percent: 95
     max_error_rate_percent: 2.5
+    bad_error_rate_percent: 4
     max_p99_latency_ms: 400
+    max_slow_percent: 1.5
+    bad_slow_percent: 3
     min_requests: 30
-    max_error_rate_increase_percent: 0.75
+    deny_confidence_percent: 99
+    ratio_confidence_percent: 97.5
+    allow_confidence_percent: 90
+    max_error_rate_ratio: 1.75
     max_p99_ratio: 1.5
     min_p99_ms_for_ratio: 120
 """
@@ -171,32 +181,93 @@ def canary_inputs(t: dict[str, Any]) -> st.SearchStrategy[Any]:
         out = {"requests": requests, "errors": errors, "error_rate_percent": rate, "p50_ms": p50, "p99_ms": p99}
         return complete(draw, out, TRACK)
 
+    # The evidence (docs/policies.md#input): field tables like TRACK's, so each evidence field is also dropped,
+    # mistyped and joined by extra keys; the percents and ratios the rules compare come at and around every
+    # threshold they are compared with.
+    percent = number(
+        t["max_error_rate_percent"], t["bad_error_rate_percent"], t["max_slow_percent"], t["bad_slow_percent"], 100,
+        high=100,
+    )  # fmt: skip
+    count = number(t["min_requests"], 1, high=5000)
+    ratio = number(t["max_error_rate_ratio"], 1, high=100)
+    needed = {"requests_needed": st.one_of(st.none(), count), "seconds_needed": st.one_of(st.none(), number(1))}
+    RATE = {
+        "count": count,
+        "count_max": count,
+        "requests": count,
+        "observed_percent": percent,
+        "lower_percent": percent,
+        "upper_percent": percent,
+    }
+    SLOW = {
+        "latency_ms": number(t["max_p99_latency_ms"], t["min_p99_ms_for_ratio"], high=2000),
+        "source": st.one_of(st.sampled_from(["histogram", "quantiles"]), WRONG),
+        "bucket_ms": st.one_of(st.lists(number(t["max_p99_latency_ms"], high=2000), max_size=2), WRONG),
+    }
+    ERROR_RATE = {**RATE, **needed}
+    P99_LATENCY = {**RATE, **needed, **SLOW}
+    ERROR_RATE_VS_STABLE = {
+        "canary_errors": count,
+        "canary_requests": count,
+        "stable_errors": count,
+        "stable_requests": count,
+        "observed_ratio": st.one_of(st.none(), ratio),
+        "lower_ratio": ratio,
+    }
+    P99_VS_STABLE = {
+        **RATE,
+        **SLOW,
+        "stable_p99_ms": number(t["max_p99_latency_ms"], high=2000),
+        "stable_requests": count,
+    }
+    echo = {name: t[name] for name in EVIDENCE_THRESHOLDS}
+    EVIDENCE = {
+        "method": st.one_of(st.sampled_from(["fixed", "sequential"]), WRONG),
+        "thresholds": st.one_of(st.just(echo), st.just(echo), record({k: number(v) for k, v in echo.items()})),
+        "error_rate": st.one_of(record(ERROR_RATE), ANY_JSON),
+        "p99_latency": st.one_of(record(P99_LATENCY), ANY_JSON),
+        "error_rate_vs_stable": st.one_of(st.none(), record(ERROR_RATE_VS_STABLE), ANY_JSON),
+        "p99_vs_stable": st.one_of(st.none(), record(P99_VS_STABLE), ANY_JSON),
+        "canary_requests_per_second": number(1, high=500),
+        **needed,
+    }
+
     @st.composite
-    def at_the_relative_thresholds(draw: st.DrawFn) -> dict[str, Any]:
-        """Both tracks busy enough for the relative rules, the canary's error rate exactly max increase points above
-        stable's or its P99 exactly max ratio times stable's - in decimal, where the two engines' arithmetic (exact
-        decimals in OPA, 64-bit floats in regorus) may round differently."""
-        base = draw(consistent_track().filter(lambda x: x["requests"] >= t["min_requests"] and x["p99_ms"]))
-        stable_rate = draw(st.integers(0, 9000)) / 100
-        stable_p99 = draw(st.integers(1, 20000)) / 10
-        canary = dict(base, requests=base["requests"] + t["min_requests"])
-        canary["error_rate_percent"] = float(
-            Decimal(repr(stable_rate)) + Decimal(repr(t["max_error_rate_increase_percent"]))
-        )
-        canary["p99_ms"] = max(
-            t["min_p99_ms_for_ratio"], float(Decimal(repr(stable_p99)) * Decimal(repr(t["max_p99_ratio"])))
-        )
-        stable = dict(base, error_rate_percent=stable_rate, p99_ms=stable_p99, p50_ms=min(base["p50_ms"], stable_p99))
-        canary["p50_ms"] = min(canary["p50_ms"], canary["p99_ms"])
-        return complete(draw, {"window_seconds": 30, "canary": canary, "stable": stable}, CANARY)
+    def with_real_evidence(draw: st.DrawFn) -> dict[str, Any]:
+        """Consistent tracks with the evidence swiftdeploy computes from them (a fixed window or a look of the
+        watch), then the bounds the rules compare moved to, just under or just over their thresholds: the inputs
+        that reach every deny, allow and inconclusive rule."""
+        canary = draw(consistent_track())
+        stable = draw(st.one_of(st.none(), consistent_track()))
+        method = draw(st.sampled_from(["fixed", "sequential"]))
+        seconds = draw(st.sampled_from([30, 1, 12.5, 600]))
+        try:
+            ev = evidence(canary, stable, seconds, t, method=method)
+        except EvidenceError:
+            return {"window_seconds": seconds, "canary": canary, "stable": stable, "evidence": draw(ANY_JSON)}
+        edges = {
+            ("error_rate", "lower_percent"): around(t["max_error_rate_percent"]),
+            ("error_rate", "upper_percent"): around(t["bad_error_rate_percent"]),
+            ("p99_latency", "lower_percent"): around(t["max_slow_percent"]),
+            ("p99_latency", "upper_percent"): around(t["bad_slow_percent"]),
+            ("p99_vs_stable", "lower_percent"): around(t["max_slow_percent"]),
+            ("error_rate_vs_stable", "lower_ratio"): around(t["max_error_rate_ratio"]),
+        }
+        for (part, name), strategy in edges.items():
+            if isinstance(ev.get(part), dict) and draw(st.booleans()):
+                ev[part][name] = min(100.0, max(0.0, draw(strategy)))
+        return {"window_seconds": seconds, "canary": canary, "stable": stable, "evidence": ev}
 
     track = st.one_of(consistent_track(), consistent_track(), record(TRACK), ANY_JSON)
     CANARY = {
         "window_seconds": number(30, 1, high=600),
         "canary": track,
         "stable": st.one_of(st.none(), track),
+        "evidence": st.one_of(record(EVIDENCE), record(EVIDENCE, required=1.0), ANY_JSON),
     }
-    return st.one_of(record(CANARY), record(CANARY, required=1.0), at_the_relative_thresholds(), not_an_object())
+    return st.one_of(
+        record(CANARY), record(CANARY, required=1.0), with_real_evidence(), with_real_evidence(), not_an_object()
+    )
 
 
 # --- the comparison ----------------------------------------------------------------------------------------------

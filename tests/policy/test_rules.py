@@ -10,7 +10,8 @@ import pytest
 from swiftdeploy.policy import Decision, evaluate
 
 HOST = {"disk_free_gb": 50.0, "disk_path": "/srv", "cpu_load_1m": 0.5, "cpu_count": 2, "memory_used_percent": 40.0}
-TRACK = {"requests": 200, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 20.0, "p99_ms": 100.0}
+TRACK = {"requests": 600, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 20.0, "p99_ms": 100.0}
+STABLE_10 = {"requests": 5400, "errors": 10, "error_rate_percent": 0.185, "p50_ms": 20.0, "p99_ms": 100.0}
 
 
 def host(**changes: Any) -> dict[str, Any]:
@@ -26,8 +27,8 @@ def rules(d: Decision) -> set[str]:
 
 
 # (domain, input, expected verdict, expected violated rules) - defaults: disk >= 10 GB, load <= 2.0 per core
-# (HOST has 2 cores: load <= 4), memory <= 90 %, error rate <= 1 %, P99 <= 500 ms, >= 20 requests, +0.5 points /
-# 2x P99 vs stable (the P99 ratio only from a canary P99 of 250 ms).
+# (HOST has 2 cores: load <= 4), memory <= 90 %; the canary gate's statistics are pinned at their edges in
+# tests/judge/.
 CASES = [
     ("infrastructure", host(), "allow", set()),
     ("infrastructure", host(disk_free_gb=9.99), "deny", {"disk_free"}),
@@ -42,25 +43,23 @@ CASES = [
     ("infrastructure", host(memory_used_percent=89.99), "allow", set()),
     ("infrastructure", host(memory_used_percent=90), "allow", set()),
     ("infrastructure", host(memory_used_percent=90.01), "deny", {"memory_used"}),
-    ("canary", canary(error_rate_percent=0.99, errors=1), "allow", set()),
-    ("canary", canary(error_rate_percent=1.0, errors=2), "allow", set()),
-    ("canary", canary(error_rate_percent=1.01, errors=3), "deny", {"error_rate"}),
-    ("canary", canary(p99_ms=499.999), "allow", set()),
-    ("canary", canary(p99_ms=500), "allow", set()),
-    ("canary", canary(p99_ms=500.001), "deny", {"p99_latency"}),
-    ("canary", canary(requests=19), "inconclusive", {"min_requests"}),
-    ("canary", canary(requests=20), "allow", set()),
-    ("canary", canary(requests=21), "allow", set()),
-    ("canary", canary(requests=6, p99_ms=612.0), "deny", {"p99_latency", "min_requests"}),
-    ("canary", canary(TRACK, error_rate_percent=0.49, errors=1), "allow", set()),
-    ("canary", canary(TRACK, error_rate_percent=0.5, errors=1), "allow", set()),
-    ("canary", canary(TRACK, error_rate_percent=0.51, errors=1), "deny", {"error_rate_vs_stable"}),
-    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=299.9), "allow", set()),
-    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=300), "allow", set()),
-    ("canary", canary({**TRACK, "p99_ms": 150.0}, p99_ms=300.1), "deny", {"p99_vs_stable"}),
-    ("canary", canary(TRACK, p99_ms=249.9), "allow", set()),  # 2.5x, but under the 250 ms noise floor
-    ("canary", canary(TRACK, p99_ms=250), "deny", {"p99_vs_stable"}),  # at the floor the ratio rule applies
-    ("canary", canary(None, p99_ms=400.0), "allow", set()),  # no baseline: relative rules skipped
+    # the canary, from today's TRACK shape (swiftdeploy derives the evidence): 600 requests, exact bounds.
+    # error_rate denies from 14 errors (P(X >= 14 | 600, 1 %) = 0.0034 <= 0.5 %; 13: 0.0085); an allow needs the 95 %
+    # upper bound under 2 %: up to 6 errors (1.96 %; 7: 2.18 %). tests/judge pins the bounds themselves.
+    ("canary", canary(), "allow", set()),
+    ("canary", canary(errors=6, error_rate_percent=1.0), "allow", set()),
+    ("canary", canary(errors=7, error_rate_percent=1.167), "inconclusive", {"error_rate_unproven"}),
+    ("canary", canary(errors=13, error_rate_percent=2.167), "inconclusive", {"error_rate_unproven"}),
+    ("canary", canary(errors=14, error_rate_percent=2.333), "deny", {"error_rate"}),
+    # P99 <= 500 ms is at most 1 % slower: P99 500 allows (at most 6 slow), P50 above 500 denies (half are slow)
+    ("canary", canary(p99_ms=500.0), "allow", set()),
+    ("canary", canary(p50_ms=500.1, p99_ms=700.0), "deny", {"p99_latency"}),
+    ("canary", canary(requests=19), "inconclusive", {"min_requests", "error_rate_unproven", "p99_latency_unproven"}),
+    # relative: canary errors more than 1.5x stable's with 96 % confidence (stable 10 of 5400): from 6 of 600
+    # (exact conditional p-value 0.019; 5 of 600: 0.052)
+    ("canary", canary(STABLE_10, errors=5, error_rate_percent=0.833), "allow", set()),
+    ("canary", canary(STABLE_10, errors=6, error_rate_percent=1.0), "deny", {"error_rate_vs_stable"}),
+    ("canary", canary(None, errors=6, error_rate_percent=1.0), "allow", set()),
 ]
 
 
@@ -70,21 +69,17 @@ def test_threshold_boundaries(domain: str, data: dict, verdict: str, violated: s
     assert (d.verdict, rules(d)) == (verdict, violated), d.to_dict()
     assert d.allow is (verdict == "allow")
     assert d.engine == "embedded"
-    assert d.input == data
+    assert {k: d.input[k] for k in data} == data  # a canary input also gets the evidence derived from it
 
 
-def test_violation_carries_observed_threshold_unit_and_message() -> None:
-    d = evaluate(None, "canary", canary(p99_ms=612.5))
+def test_violation_carries_the_bound_the_counts_and_the_window() -> None:
+    d = evaluate(None, "canary", canary(errors=14, error_rate_percent=2.333))
     [v] = d.violations
-    assert (v.rule, v.observed, v.threshold, v.unit) == ("p99_latency", 612.5, 500, "ms")
-    assert "612.5" in v.message and "500" in v.message
-    assert v.summary() == "p99_latency: 612.5 vs 500 ms"
-
-
-def test_relative_error_rule_reports_the_difference_in_points() -> None:
-    d = evaluate(None, "canary", canary({**TRACK, "error_rate_percent": 0.2}, error_rate_percent=0.9, errors=2))
-    [v] = d.violations
-    assert (v.rule, v.observed, v.threshold, v.unit) == ("error_rate_vs_stable", 0.7, 0.5, "points")
+    assert (v.rule, v.observed, v.threshold, v.unit) == ("error_rate", 2.333, 1, "%")
+    assert (v.bound_kind, v.confidence_percent) == ("lower", 99.5) and v.bound == pytest.approx(1.0444, abs=1e-4)
+    assert v.counts == {"errors": 14, "requests": 600} and v.extra["window_seconds"] == 30
+    assert v.summary() == "error_rate: 2.33% (above 1.04% at 99.5% confidence) vs 1%"
+    assert "14 of 600 canary requests failed over 30 s (2.33%): the error rate is above 1.04% with 99.5%" in v.message
 
 
 STABLE_FIELDS = {"stable.errors", "stable.error_rate_percent", "stable.p50_ms", "stable.p99_ms"}
@@ -100,20 +95,22 @@ MALFORMED = [
     ("infrastructure", host(cpu_count=0), {"cpu_count"}),
     ("infrastructure", host(running_version=1, requested_version="1.0.0"), {"running_version"}),
     ("infrastructure", host(direct="yes"), {"direct"}),
-    ("canary", {}, {"window_seconds", "canary", "stable"}),
-    ("canary", {"window_seconds": 30, "canary": TRACK}, {"stable"}),
-    ("canary", {**canary(), "window_seconds": "30s"}, {"window_seconds"}),
-    ("canary", {**canary(), "canary": "ok"}, {"canary"}),
-    ("canary", {**canary(), "stable": 5}, {"stable"}),
-    ("canary", canary(p99_ms="600"), {"canary.p99_ms"}),
-    ("canary", canary(requests="lots"), {"canary.requests"}),
+    # a malformed track gets no evidence derived: the policy names the field and the missing evidence
+    ("canary", {}, {"window_seconds", "canary", "stable", "evidence"}),
+    ("canary", {"window_seconds": 30, "canary": TRACK}, {"stable", "evidence"}),
+    ("canary", {**canary(), "window_seconds": "30s"}, {"window_seconds", "evidence"}),
+    ("canary", {**canary(), "canary": "ok"}, {"canary", "evidence"}),
+    ("canary", {**canary(), "stable": 5}, {"stable", "evidence"}),
+    ("canary", canary(p99_ms="600"), {"canary.p99_ms", "evidence"}),
+    ("canary", canary(requests="lots"), {"canary.requests", "evidence"}),
+    ("canary", canary(requests=600.5), {"canary.requests", "evidence"}),
     ("canary", canary(p99_ms=None), {"canary.p99_ms"}),
     (
         "canary",
         canary({"requests": 100}),
-        {f"stable.{f}" for f in ("errors", "error_rate_percent", "p50_ms", "p99_ms")},
+        {f"stable.{f}" for f in ("errors", "error_rate_percent", "p50_ms", "p99_ms")} | {"evidence"},
     ),
-    ("canary", "promote me", {"input", "window_seconds", "canary", "stable"}),
+    ("canary", "promote me", {"input", "window_seconds", "canary", "stable", "evidence"}),
 ]
 
 
@@ -132,14 +129,18 @@ def test_empty_window_is_inconclusive_not_denied() -> None:
     empty = {"requests": 0, "errors": 0, "error_rate_percent": 0.0, "p50_ms": None, "p99_ms": None}
     d = evaluate(None, "canary", {"window_seconds": 30, "canary": empty, "stable": empty})
     assert d.verdict == "inconclusive" and not d.allow
-    assert rules(d) == {"min_requests"}
+    assert rules(d) == {"min_requests", "error_rate_unproven", "p99_latency_unproven"}
 
 
 def test_manifest_thresholds_override_the_defaults(write_manifest) -> None:
-    m = write_manifest("policy:\n  engine: embedded\n  thresholds: {max_p99_latency_ms: 700, min_requests: 5}\n")
-    assert evaluate(m, "canary", canary(requests=6, p99_ms=612.0)).verdict == "allow"
-    d = evaluate(m, "canary", canary(requests=6, p99_ms=701.0))
-    assert [(v.rule, v.threshold) for v in d.violations] == [("p99_latency", 700)]
+    m = write_manifest(
+        "policy:\n  engine: embedded\n  thresholds: {max_error_rate_percent: 2.5, deny_confidence_percent: 90}\n"
+    )
+    data = canary(errors=14, error_rate_percent=2.333)
+    assert evaluate(None, "canary", data).verdict == "deny"
+    d = evaluate(m, "canary", data)  # 14 of 600 is not shown above 2.5 % (not even at 90 %)
+    assert d.verdict == "inconclusive" and rules(d) == {"error_rate_unproven"}
+    assert d.evidence is not None and d.evidence["thresholds"]["deny_confidence_percent"] == 90
 
 
 def test_max_cpu_load_when_set_replaces_the_per_core_rule(write_manifest) -> None:

@@ -63,6 +63,8 @@ def test_window_counts_only_application_traffic() -> None:
         "error_rate_percent": 10.0,
         "p50_ms": 100.0,
         "p99_ms": 900.0,
+        # requests slower than each finite bound: 100 - 50, 100 - 70, 100 - 95, 100 - 100
+        "slower_than_ms": {"100": 50, "250": 30, "500": 5, "1000": 0},
     }
 
 
@@ -103,7 +105,7 @@ def test_empty_window_is_zero_requests_and_inconclusive() -> None:
     assert (w.requests, w.errors, w.error_rate_percent, w.p50_ms, w.p99_ms) == (0, 0, 0.0, None, None)
     d = evaluate(None, "canary", {"window_seconds": 30, "canary": w.to_input(), "stable": w.to_input()})
     assert d.verdict == "inconclusive"
-    assert [v.rule for v in d.violations] == ["min_requests"]
+    assert [v.rule for v in d.violations] == ["error_rate_unproven", "min_requests", "p99_latency_unproven"]
 
 
 def test_all_slow_requests_beyond_the_last_bucket() -> None:

@@ -23,6 +23,8 @@ class RichNarrator:
         self.out.print(f"[dim]{explanation}[/dim]")
 
     def progress(self, message: str) -> None:
+        if getattr(message, "transient", False):  # the canary watch's ticker: its final line follows
+            return
         from rich.markup import escape
 
         style = "yellow" if message.startswith("warning: ") else "dim"
@@ -51,7 +53,9 @@ def demo(
         Path | None,
         typer.Option("--keep", help="Run in this (new or empty) folder and keep it: manifest, history, audit report."),
     ] = None,
-    window: Annotated[float, typer.Option("--window", min=1, max=60, help="Canary metrics window in seconds.")] = 5.0,
+    window: Annotated[
+        float, typer.Option("--window", min=1, max=600, help="Longest each promotion watches the canary (seconds).")
+    ] = 60.0,
     port: Annotated[
         int | None,
         typer.Option(

@@ -180,8 +180,9 @@ def reason(v: Violation) -> str | None:
 
 
 def print_decision(decision: Decision, console: Console | None = None) -> None:
-    """`<domain>: <verdict> (<engine> engine)`, then per violation `✗ rule: observed vs threshold unit` and its
-    message. The one rendering of a decision: `policy eval/check` (stdout), a blocked gate (stderr), the demo."""
+    """`<domain>: <verdict> (<engine> engine)`, then per violation `✗ rule: observed (confidence bound) vs
+    threshold` and its message; an allow's basis (what it rests on) as `✓` lines. The one rendering of a decision:
+    `policy eval/check` (stdout), a blocked gate (stderr), the demo."""
     from rich.markup import escape
 
     target = console if console is not None else out()
@@ -193,6 +194,12 @@ def print_decision(decision: Decision, console: Console | None = None) -> None:
         why = reason(v)
         if why:
             target.print(f"    [dim]{escape(why)}[/]", soft_wrap=True)
+    if decision.allow:  # what the allow rests on (the canary gate's basis)
+        for b in decision.basis:
+            target.print(f"  [green]✓[/] {escape(b.summary())}", soft_wrap=True)
+            why = reason(b)
+            if why:
+                target.print(f"    [dim]{escape(why)}[/]", soft_wrap=True)
 
 
 def blocked_message(decision: Decision) -> str:
@@ -218,6 +225,9 @@ def operate(operation: Callable[..., OpResult], path: Path, *, title: str, json_
     with console.status(title, spinner="dots") as status:
 
         def progress(message: str) -> None:
+            if getattr(message, "transient", False):  # a ticker (the canary watch): the spinner line only
+                status.update(f"{title}: {escape(message)}")
+                return
             if message.startswith("warning: "):
                 console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
             else:
@@ -382,7 +392,7 @@ def render_snapshot(snapshot: Snapshot) -> RenderableType:
     from rich.text import Text
 
     from ..dashboard import BASELINE, NOT_APPLICABLE, NOT_EVALUATED
-    from ..policy.decision import Violation
+    from ..policy.decision import InvalidDecision, Violation, parse_violation
 
     s = snapshot
     head = Text.assemble(
@@ -414,14 +424,10 @@ def render_snapshot(snapshot: Snapshot) -> RenderableType:
         if d.message:
             policy.add_row("", Text(d.message, style="dim"))
         for raw in d.violations:
-            v = Violation(
-                rule=str(raw.get("rule")),
-                message=str(raw.get("message") or ""),
-                observed=raw.get("observed"),
-                threshold=raw.get("threshold"),
-                unit=raw.get("unit") or "",
-                field=raw.get("field"),
-            )
+            try:  # the gate's own violation: its confidence bound shown as the gate shows it
+                v = parse_violation(raw)
+            except InvalidDecision:
+                v = Violation(rule=str(raw.get("rule")), message=str(raw.get("message") or ""))
             why = reason(v)
             policy.add_row("", Text(f"• {v.summary()}" + (f" — {why}" if why else ""), style="red"))
     if s.manifest_error:

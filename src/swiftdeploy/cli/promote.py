@@ -34,7 +34,11 @@ def stable(
     window: Annotated[
         float | None,
         typer.Option(
-            "--window", min=0.1, max=3600, help="Seconds of canary metrics to judge (default policy.window_seconds)."
+            "--window",
+            min=0.1,
+            max=3600,
+            help="Longest to watch the canary (s); it stops at the first clear verdict "
+            "(default policy.window_seconds).",
         ),
     ] = None,
     timeout: Annotated[
@@ -42,7 +46,7 @@ def stable(
     ] = 60.0,
     json_out: JsonFlag = False,
 ) -> None:
-    """Canary gate over the window; on allow the canary becomes stable; on deny nothing changes (exit 3)."""
+    """Watch the canary until the gate's verdict is clear; on allow it becomes stable, else nothing changes (exit 3)."""
     from ..ops import promote_stable
     from .common import manifest_path
     from .output import operate

@@ -108,18 +108,48 @@ class Thresholds(Strict):
         None, ge=0, le=100, description="Deploy gate: deny above this percentage of memory in use."
     )
     max_error_rate_percent: float | None = Field(
-        None, ge=0, le=100, description="Promote gate: deny above this canary error rate (percent of requests)."
+        None, ge=0, le=100, description="Promote gate: deny when the canary error rate is shown above this (percent)."
     )
-    max_p99_latency_ms: float | None = Field(None, ge=0, description="Promote gate: deny above this canary P99 (ms).")
+    bad_error_rate_percent: float | None = Field(
+        None, gt=0, le=100, description="Promote gate: allow only when the error rate is shown below this (percent)."
+    )
+    max_p99_latency_ms: float | None = Field(
+        None,
+        ge=0,
+        description="Promote gate: the canary P99 may not be above this (ms); judged on counted slow requests.",
+    )
+    max_slow_percent: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Promote gate: percent of requests allowed slower than max_p99_latency_ms (1 = P99).",
+    )
+    bad_slow_percent: float | None = Field(
+        None, gt=0, le=100, description="Promote gate: allow only when the slow share is shown below this (percent)."
+    )
     min_requests: int | None = Field(
-        None, ge=0, description="Promote gate: fewer canary requests in the window is inconclusive (blocks)."
+        None, ge=0, description="Promote gate: never allow on fewer canary requests than this."
+    )
+    deny_confidence_percent: float | None = Field(
+        None, ge=50, lt=100, description="Promote gate: confidence a deny needs (percent; 99 = 1 in 100 wrong denies)."
+    )
+    ratio_confidence_percent: float | None = Field(
+        None, ge=50, lt=100, description="Relative rule: confidence a deny by max_error_rate_ratio needs (percent)."
+    )
+    allow_confidence_percent: float | None = Field(
+        None, ge=50, lt=100, description="Promote gate: confidence an allow needs (percent)."
+    )
+    max_error_rate_ratio: float | None = Field(
+        None, ge=1, description="Relative rule: deny when the canary error rate is shown above this many x stable's."
+    )
+    max_p99_ratio: float | None = Field(
+        None, ge=1, description="Relative rule: the canary P99 may not be above this many times stable's P99."
+    )
+    min_p99_ms_for_ratio: float | None = Field(
+        None, ge=0, description="Relative rule floor: the P99 ratio rule compares latencies from this many ms up."
     )
     max_error_rate_increase_percent: float | None = Field(
-        None, ge=0, le=100, description="Relative rule: canary error rate minus stable's, in percentage points."
-    )
-    max_p99_ratio: float | None = Field(None, ge=1, description="Relative rule: canary P99 / stable P99.")
-    min_p99_ms_for_ratio: float | None = Field(
-        None, ge=0, description="Relative rule noise floor: the P99 ratio rule applies only above this canary P99 (ms)."
+        None, ge=0, le=100, description="No longer used (replaced by max_error_rate_ratio); `validate` warns."
     )
 
     allow_direct_deploy: bool | None = Field(
@@ -139,7 +169,12 @@ class PolicyConfig(Strict):
         description="auto: the stack's OPA server when it runs one (docker; local with an OPA binary) and it "
         "answers, else the embedded Rego engine.",
     )
-    window_seconds: Duration = Field(30.0, description="Canary metrics window for `promote stable`.")
+    window_seconds: Duration = Field(
+        120.0, description="Longest `promote stable` watches the canary; it stops as soon as the verdict is clear."
+    )
+    scrape_interval: Duration = Field(
+        1.0, ge=0.2, le=60, description="Seconds between two looks at the canary while `promote stable` watches."
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     dir: SafeText | None = Field(None, description="Your own policies folder (relative to the manifest).")
 

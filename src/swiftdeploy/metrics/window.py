@@ -7,13 +7,17 @@ falls in +Inf.
 
 Only application traffic counts: scrapes and probes (/metrics, /healthz or the manifest's services.health_path) and
 chaos control (/chaos) are left out, so observing a track never dilutes its error rate or latency.
+
+Besides the quantiles the window keeps the histogram itself as `slower_than_ms` (requests slower than each finite
+bucket bound): the canary gate counts slow requests from it (swiftdeploy.judge) rather than trusting a P99 of a
+few dozen samples.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .scrape import Scrape
@@ -41,16 +45,26 @@ class TrackWindow:
     p99_ms: float | None
     seconds: float
     restarted: bool = False  # a counter reset was seen (the track restarted inside the window)
+    # finite bucket bound in ms -> requests slower than it (empty when the track exposes no histogram)
+    slower_than: dict[float, int] = field(default_factory=dict)
+
+    def slower_than_ms(self) -> dict[str, int]:
+        """{"500": 3, ...}: requests slower than each finite histogram bound, keyed by the bound in ms."""
+        return {f"{bound:g}": count for bound, count in sorted(self.slower_than.items())}
 
     def to_input(self) -> dict[str, Any]:
-        """The TRACK object of the canary policy input (docs/contracts.md#inputs)."""
-        return {
+        """The TRACK object of the canary policy input (docs/contracts.md#inputs, docs/policies.md);
+        `slower_than_ms` only when the track exposes a latency histogram."""
+        track: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
             "error_rate_percent": self.error_rate_percent,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
         }
+        if self.slower_than:
+            track["slower_than_ms"] = self.slower_than_ms()
+        return track
 
 
 def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PATHS) -> TrackWindow:
@@ -80,7 +94,22 @@ def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PA
         p99_ms=_ms(histogram_quantile(0.99, by_le)),
         seconds=round(max(after.at - before.at, 0.0), 3),
         restarted=restarted or any(after.requests.get(k, 0.0) < v for k, v in before.requests.items()),
+        slower_than=_slower_than(by_le, requests_n),
     )
+
+
+def _slower_than(buckets: Mapping[float, float], requests: int) -> dict[float, int]:
+    """Requests slower than each finite bound (ms), from cumulative bucket deltas; at most `requests` (the counter
+    and the histogram are separate series, and a scrape can fall between their updates)."""
+    if math.inf not in buckets:
+        return {}
+    total = buckets[math.inf]
+    out: dict[float, int] = {}
+    running = 0.0
+    for le in sorted(b for b in buckets if b != math.inf):
+        running = max(running, buckets[le])  # PromQL's repair of non-monotonic buckets
+        out[round(le * 1000.0, 6)] = min(requests, max(0, round(total - running)))
+    return out
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:

@@ -143,7 +143,7 @@ def demo_ports(base_port: int | None = None) -> tuple[int, int, int, int]:
     return base_port, base_port + 1, base_port + 2, base_port + 6
 
 
-def write_manifest(folder: Path, *, window: float = 5.0, base_port: int | None = None) -> Path:
+def write_manifest(folder: Path, *, window: float = 60.0, base_port: int | None = None) -> Path:
     public_port, admin_port, app_port, opa_port = demo_ports(base_port)
     max_load = max(8.0, 4.0 * (os.cpu_count() or 1))
     path = folder / "manifest.yaml"
@@ -160,7 +160,7 @@ def write_manifest(folder: Path, *, window: float = 5.0, base_port: int | None =
 
 
 def run_demo(
-    folder: Path, narrator: Narrator, *, window: float = 5.0, rps: float = 40.0, base_port: int | None = None
+    folder: Path, narrator: Narrator, *, window: float = 60.0, rps: float = 40.0, base_port: int | None = None
 ) -> DemoRun:
     from ..manifest import load_manifest
     from . import chaos, deploy, promote_canary, promote_stable, teardown, traffic
@@ -200,7 +200,8 @@ def run_demo(
         return summary
 
     def promote_with_traffic() -> Any:
-        """promote stable while traffic flows for the whole window (a verdict needs requests)."""
+        """promote stable while traffic flows (a verdict needs requests); the watch stops at the first clear verdict,
+        at the latest after `window` seconds."""
         stop = threading.Event()
         box: dict[str, Any] = {}
 
@@ -268,7 +269,7 @@ def run_demo(
         result = promote_with_traffic()
         new = m()
         expect(new.services.version == "2.0.0" and new.services.mode == "stable", "manifest should say 2.0.0, stable")
-        return result.message + decided_by(result)
+        return "; ".join([result.message, *result.details]) + decided_by(result)  # details: what the allow rests on
 
     def do_after() -> str:
         summary = send(2)
@@ -290,10 +291,10 @@ def run_demo(
              do_promote_canary)  # fmt: skip
         step("traffic", "both tracks should answer (X-Mode header)", do_split)
         step("chaos", "inject errors into the canary: 50 % of its requests fail", do_chaos)
-        step("promote stable (expect BLOCKED)", f"canary gate over a {window:g} s window with traffic flowing",
+        step("promote stable (expect BLOCKED)", f"canary gate, watching for at most {window:g} s with traffic flowing",
              do_blocked)  # fmt: skip
         step("recover", "remove the fault from the canary", do_recover)
-        step("promote stable (expect allowed)", f"canary gate over a fresh {window:g} s window", do_promote)
+        step("promote stable (expect allowed)", f"canary gate, a fresh watch of at most {window:g} s", do_promote)
         step("traffic", "all traffic on the new stable", do_after)
         step("audit", "render audit_report.md from history.jsonl", do_audit)
     except _StepFailed:

@@ -118,11 +118,12 @@ def promote_stable(
     progress: Progress | None = None,
     timeout: float = 60.0,
 ) -> OpResult:
-    """Gate the canary on its metrics over `window` seconds; on allow make it the new stable.
+    """Gate the canary on its metrics, watched for at most `window` seconds (swiftdeploy.judge.watch_canary: it stops
+    at the first clear verdict); on allow make it the new stable.
 
     Deny or inconclusive: PolicyBlocked (exit 3) and nothing changes (manifest, generated files, processes).
     """
-    from ..metrics import canary_input
+    from ..judge import watch_canary
     from ..runtime import service_of
 
     with Operation(manifest_path, "promote_stable", progress) as op:
@@ -144,9 +145,10 @@ def promote_stable(
                 op, m.canary_name, "the canary", "run `swiftdeploy promote canary` again or `swiftdeploy rollback`"
             )
             _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` to restart it")
-            op.progress(f"observing both tracks for {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
-            facts = canary_input(m, seconds)
-            op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
+            op.progress(f"watching the canary for up to {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
+            facts = watch_canary(m, seconds, progress=op.progress)
+            decision = op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
+            result.details += [f"allowed: {basis.message}" for basis in decision.basis]  # what the allow rests on
             txn = FileTxn(m, promoted_values(m))
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]

@@ -84,8 +84,13 @@ def asks_opa_server(m: Manifest) -> bool:
 
 def evaluate(m: Manifest | None, domain: str, input: Any, *, transport: Any = None) -> Decision:
     """One decision for `domain` ("infrastructure" | "canary") on `input`, from the engine the manifest selects.
-    `m=None`: the default policies and thresholds, embedded engine."""
+    `m=None`: the default policies and thresholds, embedded engine. A canary input without `evidence` gets the
+    fixed-window evidence derived from its tracks (swiftdeploy.judge.with_evidence)."""
     check_domain(domain)
+    if domain == "canary":  # today's TRACK-only input: swiftdeploy derives the evidence the policy judges
+        from ..judge import thresholds_of, with_evidence
+
+        input = with_evidence(input, thresholds_of(m))
     engine = select_engine(m, transport=transport)
     try:
         return engine.evaluate(domain, input)

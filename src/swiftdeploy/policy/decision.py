@@ -6,6 +6,7 @@ Stdlib only: `Decision` is imported by history, status and lifecycle code that m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from ..format import format_number as _fmt
@@ -17,14 +18,27 @@ Verdict = Literal["allow", "deny", "inconclusive"]
 EngineName = Literal["opa", "embedded"]
 
 
+_KNOWN = ("rule", "message", "observed", "threshold", "unit", "field", "bound", "bound_kind", "confidence_percent")
+
+
 @dataclass(frozen=True)
 class Violation:
+    """One reason of a decision: a violation (deny/inconclusive) or, in `Decision.basis`, what an allow rests on.
+
+    Evidence-backed ones (the canary domain) also carry the confidence bound of the observed value (`bound`, a
+    "lower" or "upper" `bound_kind`, at `confidence_percent`) and, in `extra`, the counts and window they rest on
+    ("counts", "window_seconds", ...): every other key the policy sent, kept as sent."""
+
     rule: str
     message: str
     observed: Any = None
     threshold: Any = None
     unit: str = ""
     field: str | None = None  # input violations name the offending field
+    bound: Any = None
+    bound_kind: str | None = None  # "lower" | "upper"
+    confidence_percent: Any = None
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -36,7 +50,30 @@ class Violation:
         }
         if self.field is not None:
             out["field"] = self.field
+        if self.bound_kind is not None:
+            out.update(bound=self.bound, bound_kind=self.bound_kind, confidence_percent=self.confidence_percent)
+        out.update(self.extra)
         return out
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        counts = self.extra.get("counts")
+        return counts if isinstance(counts, dict) else {}
+
+    def figures(self) -> str:
+        """ "observed vs threshold unit", with the confidence bound when there is one:
+        "3.2% (above 1.8% at 99% confidence) vs 1%"; "" when there is no threshold."""
+        if self.threshold is None:
+            return ""
+        if self.bound_kind in ("lower", "upper") and self.unit != "requests":
+            side = "above" if self.bound_kind == "lower" else "below"
+            confidence = _fmt(self.confidence_percent, "%")
+            bound = f"{side} {_fmt(self.bound, self.unit)} at {confidence} confidence"
+            if self.observed is None:  # e.g. a ratio to a stable track without errors
+                return f"{bound} vs {_fmt(self.threshold, self.unit)}"
+            return f"{_fmt(self.observed, self.unit)} ({bound}) vs {_fmt(self.threshold, self.unit)}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_fmt(self.observed)} vs {_fmt(self.threshold)}{unit}"
 
     def summary(self) -> str:
         """ "rule: observed vs threshold unit" (just the message's gist when there is no threshold)."""
@@ -45,8 +82,7 @@ class Violation:
                 return f"{self.rule}: {self.message}"
             got = "" if self.observed is None else f" (got {_fmt(self.observed)})"
             return f"{self.rule}: {self.field}{got}"
-        unit = f" {self.unit}" if self.unit else ""
-        return f"{self.rule}: {_fmt(self.observed)} vs {_fmt(self.threshold)}{unit}"
+        return f"{self.rule}: {self.figures()}"
 
 
 @dataclass(frozen=True)
@@ -57,9 +93,16 @@ class Decision:
     violations: list[Violation] = field(default_factory=list)
     engine: EngineName = "embedded"
     input: dict[str, Any] = field(default_factory=dict)
+    basis: list[Violation] = field(default_factory=list)  # what the verdict rests on (the canary domain's allows)
+
+    @property
+    def evidence(self) -> dict[str, Any] | None:
+        """The evidence the canary policy judged (counts and confidence bounds), when the input carried one."""
+        value = self.input.get("evidence")
+        return value if isinstance(value, dict) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "domain": self.domain,
             "allow": self.allow,
             "verdict": self.verdict,
@@ -67,6 +110,9 @@ class Decision:
             "engine": self.engine,
             "input": self.input,
         }
+        if self.basis:
+            out["basis"] = [b.to_dict() for b in self.basis]
+        return out
 
     def reasons(self) -> str:
         """Every violation's message on one line, for error messages."""
@@ -97,6 +143,10 @@ def parse_decision(value: Any, *, domain: str, engine: EngineName, input: Any) -
     if verdict != "allow" and not violations:
         raise InvalidDecision(f"verdict {verdict!r} without any violation saying why")
     violations.sort(key=lambda v: (v.rule, v.field or "", v.message))
+    raw_basis = value.get("basis", [])
+    if not isinstance(raw_basis, list):
+        raise InvalidDecision(f"basis must be a list, got {_type(raw_basis)}")
+    basis = sorted((_violation(i, v, "basis") for i, v in enumerate(raw_basis)), key=lambda v: v.rule)
     return Decision(
         domain=domain,
         allow=allow,
@@ -104,19 +154,26 @@ def parse_decision(value: Any, *, domain: str, engine: EngineName, input: Any) -
         violations=violations,
         engine=engine,
         input=input if isinstance(input, dict) else {"value": input},
+        basis=basis,
     )
 
 
-def _violation(index: int, raw: Any) -> Violation:
+def parse_violation(raw: Any) -> Violation:
+    """One violation as a decision record stores it (`Violation.to_dict()`), read back strictly (InvalidDecision)."""
+    return _violation(0, raw)
+
+
+def _violation(index: int, raw: Any, where: str = "violations") -> Violation:
     if not isinstance(raw, dict):
-        raise InvalidDecision(f"violations[{index}] must be an object, got {_type(raw)}")
+        raise InvalidDecision(f"{where}[{index}] must be an object, got {_type(raw)}")
     rule, message = raw.get("rule"), raw.get("message")
     if not isinstance(rule, str) or not rule:
-        raise InvalidDecision(f"violations[{index}].rule must be a non-empty string")
+        raise InvalidDecision(f"{where}[{index}].rule must be a non-empty string")
     if not isinstance(message, str):
-        raise InvalidDecision(f"violations[{index}].message must be a string")
+        raise InvalidDecision(f"{where}[{index}].message must be a string")
     unit = raw.get("unit")
     field_name = raw.get("field")
+    kind = raw.get("bound_kind")
     return Violation(
         rule=rule,
         message=message,
@@ -124,6 +181,10 @@ def _violation(index: int, raw: Any) -> Violation:
         threshold=raw.get("threshold"),
         unit=unit if isinstance(unit, str) else "",
         field=field_name if isinstance(field_name, str) else None,
+        bound=raw.get("bound") if isinstance(kind, str) else None,
+        bound_kind=kind if isinstance(kind, str) else None,
+        confidence_percent=raw.get("confidence_percent") if isinstance(kind, str) else None,
+        extra={k: v for k, v in raw.items() if k not in _KNOWN},
     )
 
 
