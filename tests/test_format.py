@@ -45,24 +45,23 @@ def test_one_value_reads_the_same_in_every_view(tmp_path, capsys) -> None:
     from swiftdeploy.policy import evaluate
 
     p99 = 612.346
-    # 3 errors in 7 requests: observed 42.857 %, and a P99 of 612.346 ms in the dashboard's figures
-    data = {
+    data = {  # 14 of 600 failed: shown above the 1 % maximum (the canary gate's evidence, docs/policies.md)
         "window_seconds": 30,
-        "canary": {"requests": 7, "errors": 3, "error_rate_percent": 300 / 7, "p50_ms": 20.0, "p99_ms": p99},
+        "canary": {"requests": 600, "errors": 14, "error_rate_percent": 2.333, "p50_ms": 20.0, "p99_ms": 100.0},
         "stable": None,
     }
     decision = evaluate(None, "canary", data)
     (v,) = decision.violations
-    gist = "error_rate: 42.86% (above 5.53% at 99.5% confidence) vs 1%"
-    assert v.summary() == gist
+    summary = "error_rate: 2.33% (above 1.04% at 99.5% confidence) vs 1%"
+    assert v.summary() == summary
 
     # policy eval (and a blocked gate: the same renderer)
     (tmp_path / "in.json").write_text(json.dumps(data))
     assert run(["policy", "eval", "canary", "-i", str(tmp_path / "in.json")]) == 3
-    assert gist in capsys.readouterr().out
+    assert summary in capsys.readouterr().out
 
     # the status dashboard: the P99 column and the violation line
-    figures = {"seconds": 2.0, "requests": 200, "errors": 0, "rps": 100.0, "error_rate_percent": 0.0,
+    figures = {"seconds": 2.0, "requests": 600, "errors": 14, "rps": 300.0, "error_rate_percent": 2.333,
                "p50_ms": 20.0, "p99_ms": p99}  # fmt: skip
     view = dashboard.TrackView("canary", "up", health="ok", mode="canary", chaos={"mode": "none"}, interval=figures)
     snap = dashboard.Snapshot(
@@ -80,10 +79,11 @@ def test_one_value_reads_the_same_in_every_view(tmp_path, capsys) -> None:
     shown = console.export_text()
     (row,) = [line for line in shown.splitlines() if "last 2s" in line]
     assert row.split()[-2] == "612.35", row  # the P99 column, before the trend
-    assert gist in shown  # (the message after it is the policy's own sprintf)
+    assert row.split()[-4] == "2.33", row  # the error rate column
+    assert summary in shown  # (the message after it is the policy's own sprintf)
 
     # the audit report of the same decision
     path = tmp_path / "history.jsonl"
     history.record_decision(path, decision)
     text = audit.render_markdown(audit.build(path))
-    assert "| 42.86% | 1% |" in text
+    assert "| 2.33% | 1% |" in text
