@@ -79,7 +79,7 @@ def test_the_canary_runs_its_own_command_and_promote_stable_carries_it(stack_dir
     assert admin_health(manifest, "canary")["version"] == "2.0.0"
 
     with background_traffic(load_manifest(manifest)):
-        r = cli(manifest, "promote", "stable", "--window", "3")
+        r = cli(manifest, "promote", "stable", "--window", "60")
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"command {' '.join(command)}" in r.stderr  # the restart says what it runs
     promoted = load_manifest(manifest)

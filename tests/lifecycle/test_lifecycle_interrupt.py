@@ -83,11 +83,12 @@ def test_ctrl_c_during_promote_stable_changes_nothing(stack_dir, tmp_path):
         assert done.returncode == 0, done.stderr
     before = manifest.read_text()
     code, out, err = interrupt(
-        manifest, "promote", "stable", "--window", "60", "--json", when="observing both tracks", log=tmp_path / "err"
+        manifest, "promote", "stable", "--window", "60", "--json", when="watching the canary", log=tmp_path / "err"
     )
     assert code == 130, err
     (line,) = interrupted_lines(err)
-    assert line.startswith("interrupted: promote stable stopped by Ctrl-C while observing both tracks for 60s;"), line
+    stopped = "interrupted: promote stable stopped by Ctrl-C while watching the canary for up to 60s;"
+    assert line.startswith(stopped), line
     assert "the manifest is as it was" in line
     for service in ("app (pid", "app-canary (pid", "nginx (pid"):
         assert service in line, line
@@ -98,7 +99,7 @@ def test_ctrl_c_during_promote_stable_changes_nothing(stack_dir, tmp_path):
 
     last = events(manifest)[-1]
     assert last["event"] == "promote_interrupted" and last["target"] == "stable"
-    assert last["step"] == "observing both tracks for 60s" and last["window_seconds"] == 60
+    assert last["step"] == "watching the canary for up to 60s" and last["window_seconds"] == 60
     assert sorted(last["running"]) == ["app", "app-canary", "nginx"] and last["manifest_changed"] is False
     # still a working canary stack, and the next operation takes the lock without a takeover warning
     rolled = cli(manifest, "rollback")

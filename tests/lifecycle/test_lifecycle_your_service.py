@@ -37,7 +37,7 @@ def test_the_documented_node_service_deploys_and_promotes(stack_dir):
             ("services", "port"): port,
             ("nginx", "port"): public,
             ("nginx", "admin_port"): admin,
-            ("policy", "window_seconds"): 3,
+            ("policy", "window_seconds"): 60,
             # the test machine's own load must not decide the test (the canary thresholds stay the defaults)
             ("policy", "thresholds"): dict(RELAXED_HOST),
         },
@@ -59,7 +59,7 @@ def test_the_documented_node_service_deploys_and_promotes(stack_dir):
     r = cli(manifest, "promote", "canary")  # checks that the canary answers mode canary
     assert r.returncode == 0, r.stdout + r.stderr
     with background_traffic(load_manifest(manifest)) as sent:
-        r = cli(manifest, "promote", "stable", "--window", "3")
+        r = cli(manifest, "promote", "stable", "--window", "60")
     assert r.returncode == 0, r.stdout + r.stderr  # the gate read both metrics and allowed
     assert sent["by_status"].get("200", 0) == sent["sent"] > 20
     with httpx.Client(timeout=10) as client:

@@ -175,7 +175,7 @@ def test_the_demo_is_decided_by_the_real_opa_and_says_so(opa_binary, tmp_path) -
     folder = tmp_path / "demo"
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PATH": f"{Path(opa_binary).parent}:{os.environ['PATH']}"}
     done = subprocess.run(
-        [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "3"],
+        [SWIFTDEPLOY, "demo", "--keep", str(folder), "--window", "60"],
         capture_output=True,
         text=True,
         timeout=240,

@@ -216,7 +216,8 @@ class Operation:
         return self._lock
 
     def progress(self, message: str) -> None:
-        self._step = message
+        if not getattr(message, "transient", False):  # a ticker line (the canary watch) is not a step
+            self._step = message
         if self._progress is not None:
             self._progress(message)
 
