@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,43 +25,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _demo_api
+from _demo_api import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without installing
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_api(mode: str, log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {"MODE": mode, "APP_VERSION": "1.0.0", "APP_PORT": str(port), "APP_HOST": "127.0.0.1"}
-    log = (log_dir / f"api-{mode}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "demo_api"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"demo_api exited with {proc.returncode}; see {log.name}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.05)
-    stop(proc)
-    raise SystemExit("demo_api did not become healthy within 20 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    return _demo_api.start_api(log_dir, mode, MODE=mode)
 
 
 def chaos(url: str, body: dict) -> None:
