@@ -1,12 +1,10 @@
 """A fault in the Rego itself (conflicting rule values, a builtin failing on the input) is a PolicyError, exit 2,
-on both engines: the embedded engine (regorus) and a real OPA server (skipped when no `opa` binary is found:
-set SWIFTDEPLOY_OPA_BIN, put `opa` on PATH, or build it into /tmp/opabuild). Engine trouble stays exit 4."""
+on both engines: the embedded engine (regorus) and a real OPA server (the `opa_binary` fixture of
+tests/conftest.py: `make opa`, or `opa` on PATH). Engine trouble stays exit 4."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,13 +38,6 @@ FAULTS = {"canary": {"a": 1, "b": 1}, "infrastructure": {"load": "high"}}
 WORDS = {"canary": "conflict", "infrastructure": "number"}
 
 
-def _opa_binary() -> str | None:
-    for candidate in (os.environ.get("SWIFTDEPLOY_OPA_BIN"), shutil.which("opa"), "/tmp/opabuild/opa"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 @pytest.fixture
 def faulty(tmp_path: Path) -> Path:
     folder = tmp_path / "faulty"
@@ -57,11 +48,9 @@ def faulty(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def opa_server() -> Iterator:
+def opa_server(opa_binary: str) -> Iterator:
     """serve(folder) -> base URL of a real OPA server on 127.0.0.1 serving that folder; stopped afterwards."""
-    binary = _opa_binary()
-    if binary is None:
-        pytest.skip("no opa binary (set SWIFTDEPLOY_OPA_BIN)")
+    binary = opa_binary
     procs: list[subprocess.Popen] = []
 
     def serve(folder: Path) -> str:
