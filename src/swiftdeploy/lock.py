@@ -13,6 +13,7 @@ status`); `release(state_dir, force=...)` clears a stale one and breaks a live h
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .errors import LockHeld
+from .errors import LockHeld, OperationFailed
 from .history import now_ts
 
 LOCK_FILE = "lock"
@@ -76,7 +77,22 @@ class DeployLock:
 
     def acquire(self) -> DeployLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+        if self.path.parent.is_symlink():
+            raise OperationFailed(
+                f"{self.path.parent}: the state folder is a symbolic link; swiftdeploy follows no link in the project",
+                hint="remove the link (swiftdeploy creates .swiftdeploy itself)",
+            )
+        # O_NOFOLLOW: a lock file that is a symbolic link is refused, never truncated and written through.
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            problem = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            raise OperationFailed(
+                f"cannot open the lock file {self.path}: {problem}",
+                hint="remove what is in the way (swiftdeploy creates the lock file itself)",
+            ) from None
+        handle = os.fdopen(fd, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,6 +14,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 # Characters that would let a value escape the line or directive it is rendered into.
 FORBIDDEN = set("\n\r\t;{}'\"`$\\")
 
+# Bounds of every free-text value and list (docs/manifest.md#limits): a manifest is small, and so is each value.
+MAX_TEXT = 1024  # characters of one free-text value (a path, one argv word)
+MAX_ITEMS = 64  # items of one list (an argv)
+MAX_NUMBER = 1e9  # the largest threshold value (no threshold means anything near it)
+
 
 def _no_injection(value: str) -> str:
     bad = sorted({c for c in value if c in FORBIDDEN or ord(c) < 32 or ord(c) == 127})
@@ -50,8 +55,11 @@ ImageRef = Annotated[
 Name = Annotated[
     str,
     AfterValidator(_pattern(r"[a-z0-9][a-z0-9_-]{0,62}", "name (lowercase letters, digits, - and _)", "my-api")),
+    Field(max_length=63),
 ]
-Version = Annotated[str, AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2"))]
+Version = Annotated[
+    str, AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2")), Field(max_length=64)
+]
 Email = Annotated[
     str,
     AfterValidator(
@@ -61,8 +69,15 @@ Email = Annotated[
             "ops@example.com",
         )
     ),
+    Field(max_length=254),
 ]
-SafeText = Annotated[str, AfterValidator(_no_injection)]
+SafeText = Annotated[str, AfterValidator(_no_injection), Field(max_length=MAX_TEXT)]
+# A list of SafeText (an argv): at least one item, at most MAX_ITEMS.
+Argv = Annotated[list[SafeText], Field(min_length=1, max_length=MAX_ITEMS)]
+# A threshold: a real number (no true/false, no quoted "4"), finite (no .inf, .nan, 1e400), at most MAX_NUMBER.
+# Field bounds (ge/le) of each threshold narrow it further.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, le=MAX_NUMBER)]
+Count = Annotated[int, Field(strict=True, le=int(MAX_NUMBER))]
 # An absolute URL path (no query, no spaces): it is written into nginx.conf and the compose healthcheck.
 UrlPath = Annotated[
     str,
