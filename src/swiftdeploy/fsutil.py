@@ -75,8 +75,11 @@ def atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
     The rename replaces whatever is at `path` itself: a symbolic link there is replaced by the file, never written
     through (what it pointed at is left as it was)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -84,7 +87,17 @@ def atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk mid-write says which file it was writing
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` naming `path` (a write error of the temp file has no name, or the temp file's): the same class, errno
+    and message, so the CLI's one line says which file could not be written (errors.describe_os_error)."""
+    if exc.errno is None or (exc.filename is not None and Path(str(exc.filename)).parent != path.parent):
+        return exc  # not a plain system error, or about another path (a parent folder that is a file)
+    return type(exc)(exc.errno, exc.strerror, str(path))
