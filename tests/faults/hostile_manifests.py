@@ -177,6 +177,12 @@ def _lock_is_a_link(project: Path, outside: Path) -> Path:
     return manifest(project, BASE)
 
 
+def _state_log_link(project: Path, outside: Path) -> Path:
+    (project / ".swiftdeploy" / "logs").mkdir(parents=True)
+    (project / ".swiftdeploy" / "logs" / "app.log").symlink_to(outside / "sentinel.txt")
+    return manifest(project, BASE)
+
+
 def _threshold(field: str, value: str) -> Callable[[Path, Path], Path]:
     return _text(BASE.replace("{engine: embedded}", f"{{engine: embedded, thresholds: {{{field}: {value}}}}}"))
 
@@ -278,6 +284,13 @@ def _cases() -> list[Case]:
             exit_code=1,
         ),
         Case("state-dir-is-a-file", _state_is_a_file, "state folder is a file", exit_code=1),
+        Case(
+            "state-log-link-teardown",
+            _state_log_link,
+            "a symbolic link in the state folder",
+            ("teardown",),
+            exit_code=1,
+        ),
         Case("bundle-link", _link("policy-bundle", ""), "policy bundle folder is a symbolic link", exit_code=1),
         Case(
             "bundle-link-dry-run",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hostile_manifests import BAD_NUMBERS, BASE, SWIFTDEPLOY, THRESHOLD_FIELDS, alias_bomb
 
-from swiftdeploy import history
+from swiftdeploy import history, lock
 from swiftdeploy.errors import ManifestError, OperationFailed, PolicyError, describe_os_error
 from swiftdeploy.fsutil import Refused, atomic_write, read_bounded
 from swiftdeploy.lock import DeployLock
@@ -145,7 +145,10 @@ def test_the_lock_never_follows_a_link(tmp_path: Path) -> None:
     (state / "lock").symlink_to(outside / "lock")
     with pytest.raises(OperationFailed, match="it is a symbolic link"):
         DeployLock(state, "deploy").acquire()
-    assert (outside / "lock").read_text(encoding="utf-8") == "keep me\n"
+    (outside / "lock").write_text('{"pid": 1, "host": "elsewhere"}\n', encoding="utf-8")  # reads as a stale lock
+    with pytest.raises(OperationFailed, match="it is a symbolic link"):
+        lock.release(state)  # `lock release` would truncate a stale lock's file: never through a link
+    assert (outside / "lock").read_text(encoding="utf-8") == '{"pid": 1, "host": "elsewhere"}\n'
 
 
 def test_a_policy_folder_walk_is_bounded(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ its target never written) and history.jsonl is opened with O_NOFOLLOW.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,33 @@ def check_paths(m: Manifest) -> None:
         raise OperationFailed(
             f"{m.state_dir}: the state folder is a file, not a folder", hint="move the file away and retry"
         )
+    _no_link_in(m.state_dir)
+
+
+STATE_DEPTH = 3  # .swiftdeploy/<folder>/<file>: what swiftdeploy itself makes there
+STATE_ENTRIES = 2000
+
+
+def _no_link_in(folder: Path) -> None:
+    """Refuse a symbolic link anywhere in the state folder (a planted `logs/app.log` or `pids` link would be
+    written through); a bounded walk: what swiftdeploy makes there is a few files, STATE_DEPTH deep."""
+    budget = STATE_ENTRIES
+    pending = [(folder, 0)] if folder.is_dir() else []
+    while pending and budget > 0:
+        current, depth = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue  # unreadable: the command that needs it says so
+        for entry in entries[:budget]:
+            budget -= 1
+            if entry.is_symlink():
+                raise OperationFailed(
+                    f"{entry.path}: a symbolic link in the state folder; swiftdeploy follows no link in the project",
+                    hint="remove the link (swiftdeploy makes every file in .swiftdeploy itself)",
+                )
+            if depth + 1 < STATE_DEPTH and entry.is_dir(follow_symlinks=False):
+                pending.append((Path(entry.path), depth + 1))
 
 
 def _resolved(path: Path, what: str) -> Path:
