@@ -5,13 +5,15 @@
 Runs every case once, each as `swiftdeploy -m X <command>` under RLIMIT_AS 1 GiB, interleaved with a run of a
 valid manifest's `init --dry-run` (the baseline: what any command costs to start, parse and render), and prints the
 corpus count, the time distribution, the slowest case with its time and peak memory (ru_maxrss of the child from
-wait4), the peak memory of all cases, and the slowest/baseline ratio. A case that does not answer as the corpus
+wait4), the peak memory of all cases, the slowest/baseline ratio, and the library's own time to refuse the alias
+bomb in-process. A case that does not answer as the corpus
 says is listed as a mismatch (the test, tests/faults/test_faults_manifest.py, is the one that asserts).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "faults"))
 
-from hostile_manifests import BASE, CASES, Case, prepare, run_case  # noqa: E402
+from hostile_manifests import BASE, CASES, Case, alias_bomb, prepare, run_case  # noqa: E402
 
 BASELINE = Case("baseline-valid-init-dry-run", lambda p, _o: _valid(p), "", ("init", "--dry-run"), exit_code=0)
 
@@ -28,6 +30,22 @@ def _valid(project: Path) -> Path:
     path = project / "manifest.yaml"
     path.write_text(BASE, encoding="utf-8")
     return path
+
+
+def _bomb_ms() -> float:
+    """The library's own time to refuse the 9-level alias bomb (no interpreter start): parse_manifest, in ms."""
+    import time
+
+    from swiftdeploy.errors import ManifestError
+    from swiftdeploy.manifest.loader import parse_manifest
+
+    text, times = alias_bomb(9), []
+    for _ in range(20):
+        started = time.perf_counter()
+        with contextlib.suppress(ManifestError):
+            parse_manifest(text)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,6 +79,7 @@ def main() -> None:
     print(f"peak memory of any case: {hungriest[2] / 1024:.0f} MiB ({hungriest[0]})")
     print(f"baseline (valid manifest, init --dry-run): median {base:.2f} s over {len(baseline)} runs")
     print(f"slowest case / baseline: {slowest[1] / base:.2f}x")
+    print(f"alias bomb (9 levels, {len(alias_bomb(9))} bytes) refused in-process: {_bomb_ms():.1f} ms (median of 20)")
     for line in mismatches:
         print(f"MISMATCH {line}")
 
