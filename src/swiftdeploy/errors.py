@@ -88,6 +88,35 @@ class PolicyEngineUnavailable(SwiftDeployError):
     exit_code = 4
 
 
+# What an environment error (docs/operations.md#environment-errors) means for the person, by errno name.
+_OS_HINTS = {
+    "ENOSPC": "the file system is full: free some space and retry",
+    "EDQUOT": "the disk quota is used up: free some space and retry",
+    "ENAMETOOLONG": "the name is too long for the file system: use a shorter path",
+    "EISDIR": "a folder is where a file is expected: move it away",
+    "ENOTDIR": "a file is where a folder is expected: move it away",
+    "EACCES": "check the permissions",
+    "EPERM": "check the permissions",
+    "EROFS": "the file system is read-only",
+    "ELOOP": "a symbolic link is in the way: swiftdeploy follows none in the project; remove it",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One sentence for an error of the environment (a full disk, a name too long, a file where a folder should
+    be): the path (cut to 200 characters) and the system's words for the problem, and what to do. The CLI prints it
+    as the run's error line with exit 1: such an error is not a bug of swiftdeploy."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    problem = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(p if len(p) <= 200 else p[:197] + "..." for p in paths)
+    hint = _OS_HINTS.get(name)
+    text = f"{where}: {problem}" if where else problem
+    return f"{text} ({hint})" if hint else text
+
+
 class OperationInterrupted(KeyboardInterrupt):
     """Exit 130: Ctrl-C stopped a lifecycle operation. A KeyboardInterrupt (so `except Exception` in a script never
     swallows Ctrl-C), carrying one line saying what was stopped and what was left as it was (`message`); the

@@ -1,18 +1,85 @@
-"""File helpers shared by every writer: atomic replace, so a crash never leaves a half-written file."""
+"""File helpers shared by every writer and reader: atomic replace, so a crash never leaves a half-written file;
+bounded reads of regular files only, so a FIFO, a device or a huge file never hangs or floods a reader; and the
+project-path rule (`inside`, `refuse_symlink`): swiftdeploy writes only inside the manifest's folder and follows
+no symbolic link it did not make (docs/manifest.md#limits)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 
+class Refused(OSError):
+    """A path swiftdeploy will not read or write (not a regular file, too large, a symbolic link, outside the
+    project). `str()` is one sentence naming the path; callers wrap it in the error class of their domain."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(problem)
+        self.path = str(path)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def read_bounded(path: Path | str, limit: int, *, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them. Opened with O_NONBLOCK so a FIFO never
+    blocks the open, then refused unless fstat says it is a regular file (a FIFO, /dev/zero, a folder); a file
+    longer than `limit` is refused after reading at most limit + 1 bytes. Raises Refused, or the OSError of the
+    open (FileNotFoundError, PermissionError, ...)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, a device or a socket)"
+            raise Refused(path, f"the {what} is {kind}")
+        if info.st_size > limit:
+            raise Refused(path, f"the {what} is {info.st_size} bytes, more than the limit of {limit}")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise Refused(path, f"the {what} is more than the limit of {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symbolic link resolved, is `root` or inside it (root resolved too)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def refuse_symlink(path: Path, what: str) -> None:
+    """Raise Refused when `path` itself is a symbolic link (a missing path is fine: it will be created)."""
+    if path.is_symlink():
+        raise Refused(
+            path,
+            f"the {what} is a symbolic link (to {os.readlink(path)}); swiftdeploy follows no link in the "
+            "project: remove the link",
+        )
+
+
 def atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write `text` to `path` via a temp file in the same folder + fsync + rename (atomic on POSIX)."""
+    """Write `text` to `path` via a temp file in the same folder + fsync + rename (atomic on POSIX).
+
+    The rename replaces whatever is at `path` itself: a symbolic link there is replaced by the file, never written
+    through (what it pointed at is left as it was)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -20,7 +87,17 @@ def atomic_write(path: Path, text: str, *, mode: int = 0o644) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk mid-write says which file it was writing
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` naming `path` (a write error of the temp file has no name, or the temp file's): the same class, errno
+    and message, so the CLI's one line says which file could not be written (errors.describe_os_error)."""
+    if exc.errno is None or (exc.filename is not None and Path(str(exc.filename)).parent != path.parent):
+        return exc  # not a plain system error, or about another path (a parent folder that is a file)
+    return type(exc)(exc.errno, exc.strerror, str(path))

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .fsutil import atomic_write
+from .errors import OperationFailed
+from .fsutil import Refused, atomic_write, read_bounded, refuse_symlink
+
+MAX_GENERATED_BYTES = 16 * 1024 * 1024  # a file on disk longer than this is not one of ours
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -62,7 +65,7 @@ def plan(m: Manifest) -> list[Change]:
     changes = []
     for relpath, text in files(m).items():
         path = m.out_dir / relpath
-        changes.append(Change(relpath=relpath, path=path, old=_read(path), new=text))
+        changes.append(Change(relpath=relpath, path=path, old=_read(m.out_dir, relpath), new=text))
     return changes
 
 
@@ -76,10 +79,18 @@ def write(m: Manifest, changes: list[Change] | None = None) -> list[Path]:
     return written
 
 
-def _read(path: Path) -> str | None:
+def _read(out_dir: Path, relpath: str) -> str | None:
+    """The text on disk of a generated file, or None when missing. No symbolic link on the way from `out_dir` is
+    followed (a linked `policy-bundle/` or `nginx.conf` is refused: exit 1), and only a regular file is read."""
+    path = out_dir
+    parts = relpath.split("/")
     try:
-        return path.read_text(encoding="utf-8")
+        for index, part in enumerate(parts):
+            path = path / part
+            refuse_symlink(path, "generated file" if index == len(parts) - 1 else "folder")
+        raw = read_bounded(path, MAX_GENERATED_BYTES, what="generated file")
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError:
-        return path.read_bytes().decode("utf-8", errors="replace")
+    except Refused as exc:
+        raise OperationFailed(str(exc), hint="swiftdeploy writes only its own regular files in the project") from None
+    return raw.decode("utf-8", errors="replace")

@@ -26,6 +26,7 @@ Guarantees (and their limits):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -225,8 +226,14 @@ def _open(path: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_RDWR only so pread can check the last byte; O_APPEND puts every write at the end, atomically.
         # os.write hands the bytes straight to the kernel: there is no user-space buffer left to flush.
-        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW: a history.jsonl that is a symbolic link is refused (ELOOP), never appended through.
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OperationFailed(
+                f"{path}: the history file is a symbolic link; swiftdeploy follows no link in the project",
+                hint="remove the link (history.jsonl is a regular file swiftdeploy creates)",
+            ) from None
         raise OperationFailed(
             f"{path}: cannot open the history file: {exc.strerror or exc}",
             hint="check that its folder is writable (it is the manifest's output folder)",

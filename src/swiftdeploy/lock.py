@@ -13,6 +13,7 @@ status`); `release(state_dir, force=...)` clears a stale one and breaks a live h
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .errors import LockHeld
+from .errors import LockHeld, OperationFailed
 from .history import now_ts
 
 LOCK_FILE = "lock"
@@ -76,7 +77,12 @@ class DeployLock:
 
     def acquire(self) -> DeployLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+        if self.path.parent.is_symlink():
+            raise OperationFailed(
+                f"{self.path.parent}: the state folder is a symbolic link; swiftdeploy follows no link in the project",
+                hint="remove the link (swiftdeploy creates .swiftdeploy itself)",
+            )
+        handle = _open_lock(self.path, create=True)
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,6 +164,24 @@ class DeployLock:
         self.release()
 
 
+def _open_lock(path: Path, *, create: bool) -> IO[str]:
+    """The lock file, never through a symbolic link (O_NOFOLLOW: a link there is refused, never truncated or
+    written through): with `create` for reading and appending (created when missing), else for reading only
+    (FileNotFoundError when there is none)."""
+    access = os.O_RDWR | os.O_APPEND | os.O_CREAT if create else os.O_RDONLY
+    try:
+        fd = os.open(path, access | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        problem = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise OperationFailed(
+            f"cannot open the lock file {path}: {problem}",
+            hint="remove what is in the way (swiftdeploy creates the lock file itself)",
+        ) from None
+    return os.fdopen(fd, "a+" if create else "r", encoding="utf-8")
+
+
 def _same_file(handle: IO[str], path: Path) -> bool:
     try:
         mine, now = os.fstat(handle.fileno()), os.stat(path)
@@ -205,7 +229,7 @@ def inspect(state_dir: Path | str) -> LockStatus:
     """The lock of the state folder, without waiting: free, held (by whom, since when) or stale."""
     path = Path(state_dir) / LOCK_FILE
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        handle = _open_lock(path, create=False)
     except FileNotFoundError:
         return LockStatus(path, "free")
     with handle:
@@ -235,7 +259,7 @@ def release(state_dir: Path | str, *, force: bool = False) -> LockStatus:
     if status.state == "free":
         return status
     if status.state == "stale":
-        with open(status.path, "a+", encoding="utf-8") as handle:
+        with _open_lock(status.path, create=True) as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

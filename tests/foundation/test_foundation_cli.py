@@ -76,11 +76,15 @@ def test_init_check_ignores_a_comment_only_edit_of_the_manifest(manifests, minim
 
 
 def test_a_quoted_number_says_remove_the_quotes(manifests, capsys):
-    path = manifests.write('services: {image: demo:1, port: "8080"}\ncanary: {weight: "10"}\n')
+    path = manifests.write(
+        'services: {image: demo:1, port: "8080"}\ncanary: {weight: "10"}\npolicy: {thresholds: {max_cpu_load: "4"}}\n'
+    )
     assert run(["-m", str(path), "init"]) == 2
     err = capsys.readouterr().err
     assert 'manifest.yaml:1:33: services.port: must be an integer, not the string "8080": remove the quotes' in err
     assert 'canary.weight: must be an integer, not the string "10": remove the quotes' in err
+    # thresholds are strict numbers too (they were read as 4.0 before; docs/manifest.md#limits)
+    assert 'policy.thresholds.max_cpu_load: must be a number, not the string "4": remove the quotes' in err
 
 
 def test_a_missing_manifest_points_at_swiftdeploy_new(tmp_path, capsys):

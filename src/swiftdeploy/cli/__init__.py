@@ -113,7 +113,7 @@ def run(argv: list[str] | None = None) -> int:
     import typer
     from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click
 
-    from ..errors import EXIT_INTERRUPTED, OperationFailed, SwiftDeployError
+    from ..errors import EXIT_INTERRUPTED, OperationFailed, SwiftDeployError, describe_os_error
     from . import output
 
     output.reset()  # one pair of consoles per command run
@@ -138,6 +138,11 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        return OperationFailed.exit_code
+    except OSError as exc:  # the environment (full disk, name too long, a file in a folder's place): not a bug
+        if debug_enabled():
+            raise
+        output.error(describe_os_error(exc))
         return OperationFailed.exit_code
     except Exception as exc:  # a bug (ours or a plugin's): still one line, exit 1; the traceback on request
         if debug_enabled():

@@ -113,12 +113,14 @@ def failure_document(operation: str, exc: BaseException) -> dict[str, Any]:
     """A --json answer of a command that failed: what the operation got done (its partial result, when it ran),
     `ok: false`, the `exit_code`, the `error` and its `hint`, whether a policy `blocked` it (and the `decision` with
     every violation) or Ctrl-C `interrupted` it."""
-    from ..errors import PolicyBlocked, SwiftDeployError
+    from ..errors import PolicyBlocked, SwiftDeployError, describe_os_error
 
     result = getattr(exc, "result", None)
     doc: dict[str, Any] = result.to_dict() if result is not None else {"operation": operation}
     if isinstance(exc, SwiftDeployError | KeyboardInterrupt):
         error = getattr(exc, "message", None) or str(exc) or "interrupted (Ctrl-C)"
+    elif isinstance(exc, OSError):  # the environment, not a bug (cli.run prints the same line)
+        error = describe_os_error(exc)
     else:
         error = f"unexpected {type(exc).__name__}: {exc} (this is a bug)"
     decision = exc.decision if isinstance(exc, PolicyBlocked) else None

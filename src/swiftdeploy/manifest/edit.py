@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ManifestError, OperationFailed
 from ..fsutil import atomic_write
-from .loader import parse_manifest
+from .loader import check_events, parse_manifest
 
 KeyPath = tuple[str, ...]
 
@@ -33,6 +33,7 @@ def edit_text(text: str, values: Mapping[KeyPath, Any], *, source: str = "manife
     """Return `text` with each key path set to its value (missing sections and keys are added at the end)."""
     from ruamel.yaml.comments import CommentedMap
 
+    check_events(text, source)  # no alias or tag is ever expanded, even in a file changed since it was loaded
     yaml = _yaml()
     data = yaml.load(text)
     if not isinstance(data, dict):

@@ -1,5 +1,11 @@
 """Load manifest.yaml through ruamel.yaml so every error can name file:line:column, the field path, and the
-nearest valid key for a typo."""
+nearest valid key for a typo.
+
+Parsing is bounded before anything is built (docs/manifest.md#limits): the file must be a regular file of at most
+MAX_BYTES (read with `fsutil.read_bounded`, so a FIFO or /dev/zero is refused at once), and the YAML event stream
+is checked before ruamel composes a single node: no anchors or aliases (a few hundred bytes of nested aliases
+expand to gigabytes), no tags (`!!binary`, `!!set`, `!custom`), at most MAX_NODES nodes nested at most MAX_DEPTH
+deep. A validation error lists at most MAX_PROBLEMS problems, each cut to MAX_PROBLEM_CHARS."""
 
 from __future__ import annotations
 
@@ -11,14 +17,24 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ManifestError
+from ..fsutil import Refused, read_bounded
 from .model import Manifest
+from .paths import check_paths
+
+MAX_BYTES = 64 * 1024  # the example manifest, every field commented, is under 7 KiB
+MAX_NODES = 5000  # scalars, mappings and sequences together
+MAX_DEPTH = 32  # nested mappings/sequences
+MAX_PROBLEMS = 20  # problems listed; the rest are counted
+MAX_PROBLEM_CHARS = 300
 
 
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest file. Raises ManifestError (exit 2) with every problem found."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_BYTES, what="manifest")
+    except Refused as exc:
+        raise ManifestError(str(exc), hint="pass the manifest.yaml file with --manifest/-m PATH") from None
     except FileNotFoundError:
         raise ManifestError(
             f"{path}: manifest not found",
@@ -27,11 +43,12 @@ def load_manifest(path: str | Path) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte order mark is allowed at the start
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: manifest is not UTF-8 (byte {exc.start})", hint="save it as UTF-8") from None
-    manifest = parse_manifest(text, source=str(path))
-    return manifest.with_source(path.resolve(), hashlib.sha256(raw).hexdigest())
+    manifest = parse_manifest(text, source=str(path)).with_source(path.resolve(), hashlib.sha256(raw).hexdigest())
+    check_paths(manifest)
+    return manifest
 
 
 def parse_yaml(text: str, source: str = "manifest.yaml") -> Any:
@@ -40,6 +57,7 @@ def parse_yaml(text: str, source: str = "manifest.yaml") -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
+        check_events(text, source)
         return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -47,7 +65,46 @@ def parse_yaml(text: str, source: str = "manifest.yaml") -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         raise ManifestError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax") from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:  # e.g. bad escapes, deep nesting
-        raise ManifestError(f"{source}: YAML error: {exc}") from None
+        raise ManifestError(f"{source}: YAML error: {' '.join(str(exc).split())[:MAX_PROBLEM_CHARS]}") from None
+
+
+def check_events(text: str, source: str = "manifest.yaml") -> None:
+    """Refuse anchors, aliases, tags, more than MAX_NODES nodes or nesting deeper than MAX_DEPTH, from the event
+    stream (nothing composed or expanded yet). Raises ManifestError naming the line and column."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
+
+    depth = nodes = 0
+    for event in YAML(typ="rt").parse(text):
+        if not isinstance(event, NodeEvent | CollectionEndEvent):
+            continue
+        mark = event.start_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}"
+        if isinstance(event, AliasEvent):
+            raise ManifestError(
+                f"{where}: YAML alias *{event.anchor} is not allowed in a manifest", hint="write the value out"
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise ManifestError(
+                f"{where}: YAML anchor &{event.anchor} is not allowed in a manifest",
+                hint="remove the anchor and write each value out",
+            )
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise ManifestError(
+                f"{where}: YAML tag {str(tag)[:60]} is not allowed in a manifest",
+                hint="remove the tag (quote the value if it is a string)",
+            )
+        if isinstance(event, CollectionEndEvent):
+            depth -= 1
+            continue
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ManifestError(f"{where}: the manifest has more than {MAX_NODES} YAML nodes (values, lists, maps)")
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ManifestError(f"{where}: the manifest nests mappings and lists more than {MAX_DEPTH} deep")
 
 
 def parse_manifest(text: str, source: str = "manifest.yaml") -> Manifest:
@@ -60,9 +117,16 @@ def parse_manifest(text: str, source: str = "manifest.yaml") -> Manifest:
     try:
         return Manifest.model_validate(_plain(data))
     except ValidationError as exc:
-        problems = [_describe(err, data, source) for err in exc.errors(include_url=False)]
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise ManifestError(f"{source}: invalid manifest ({len(problems)} {noun})", problems=problems) from None
+        errors = exc.errors(include_url=False)
+        problems = [_cut(_describe(err, data, source)) for err in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS} more")
+        noun = "problem" if len(errors) == 1 else "problems"
+        raise ManifestError(f"{source}: invalid manifest ({len(errors)} {noun})", problems=problems) from None
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_PROBLEM_CHARS else line[: MAX_PROBLEM_CHARS - 3] + "..."
 
 
 def _plain(node: Any) -> Any:
@@ -94,6 +158,11 @@ def _describe(err: dict[str, Any], data: Any, source: str) -> str:
             message += f"; valid fields here: {', '.join(_fields_at(loc[:-1]) or ['(none)'])}"
     elif err.get("type") == "missing":
         message = "required field is missing"
+    elif err.get("type") in ("int_type", "float_type") and isinstance(err.get("input"), bool):
+        kind = "an integer" if err["type"] == "int_type" else "a number"
+        message = f"must be {kind}, not {str(err['input']).lower()}"
+    elif err.get("type") == "finite_number":
+        message = "must be a finite number (not .inf or .nan, and not so large that it overflows, like 1e400)"
     elif _quoted_scalar(err):
         kind = {"bool_type": "true or false", "int_type": "an integer"}.get(err["type"], "a number")
         message = f"must be {kind}, not the string {_quoted(err['input'])}: remove the quotes"

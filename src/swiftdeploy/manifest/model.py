@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from ..history import DEFAULT_KEEP, DEFAULT_MAX_MB, DEFAULT_STATUS_EVERY, MB, Rotation
 from ..policy.opa_version import OPA_IMAGE
 from ..runtime import RUNTIMES, port_claims
-from .types import Duration, Email, ImageRef, Name, Port, SafeText, UrlPath, Version
+from .types import Argv, Count, Duration, Email, ImageRef, Name, Number, Port, SafeText, UrlPath, Version
 
 # Pinned (policy/opa_version.py, the one place) so a generated stack never drifts to a new OPA release by itself.
 DEFAULT_OPA_IMAGE = OPA_IMAGE
@@ -45,7 +45,7 @@ class ServiceConfig(Strict):
     restart_policy: Literal["no", "always", "on-failure", "unless-stopped"] = Field(
         "unless-stopped", description="Compose restart policy of the app containers."
     )
-    command: list[SafeText] | None = Field(
+    command: Argv | None = Field(
         None,
         description="Local runtime only: the app's argv (default: the bundled demo API, `python -m demo_api`).",
     )
@@ -59,7 +59,7 @@ class ServiceConfig(Strict):
 class CanaryConfig(Strict):
     image: ImageRef | None = Field(None, description="Image of the canary track (default: services.image).")
     version: Version | None = Field(None, description="Version of the canary track (default: services.version).")
-    command: list[SafeText] | None = Field(
+    command: Argv | None = Field(
         None,
         description="Local runtime only: the canary app's argv (default: services.command). `promote stable` "
         "makes it services.command.",
@@ -94,61 +94,61 @@ class OpaConfig(Strict):
 class Thresholds(Strict):
     """Overrides of policies/data.json. Unset values keep the policy defaults."""
 
-    min_disk_free_gb: float | None = Field(None, ge=0, description="Deploy gate: deny below this much free disk (GB).")
-    max_cpu_load_per_core: float | None = Field(
+    min_disk_free_gb: Number | None = Field(None, ge=0, description="Deploy gate: deny below this much free disk (GB).")
+    max_cpu_load_per_core: Number | None = Field(
         None, ge=0, description="Deploy gate: deny above this 1-minute load average divided by the CPU count."
     )
-    max_cpu_load: float | None = Field(
+    max_cpu_load: Number | None = Field(
         None,
         ge=0,
         description="Deploy gate: deny above this 1-minute load average (the whole host); when set it replaces "
         "the per-core rule.",
     )
-    max_memory_used_percent: float | None = Field(
+    max_memory_used_percent: Number | None = Field(
         None, ge=0, le=100, description="Deploy gate: deny above this percentage of memory in use."
     )
-    max_error_rate_percent: float | None = Field(
+    max_error_rate_percent: Number | None = Field(
         None, ge=0, le=100, description="Promote gate: deny when the canary error rate is shown above this (percent)."
     )
-    bad_error_rate_percent: float | None = Field(
+    bad_error_rate_percent: Number | None = Field(
         None, gt=0, le=100, description="Promote gate: allow only when the error rate is shown below this (percent)."
     )
-    max_p99_latency_ms: float | None = Field(
+    max_p99_latency_ms: Number | None = Field(
         None,
         ge=0,
         description="Promote gate: the canary P99 may not be above this (ms); judged on counted slow requests.",
     )
-    max_slow_percent: float | None = Field(
+    max_slow_percent: Number | None = Field(
         None,
         ge=0,
         le=100,
         description="Promote gate: percent of requests allowed slower than max_p99_latency_ms (1 = P99).",
     )
-    bad_slow_percent: float | None = Field(
+    bad_slow_percent: Number | None = Field(
         None, gt=0, le=100, description="Promote gate: allow only when the slow share is shown below this (percent)."
     )
-    min_requests: int | None = Field(
+    min_requests: Count | None = Field(
         None, ge=0, description="Promote gate: never allow on fewer canary requests than this."
     )
-    deny_confidence_percent: float | None = Field(
+    deny_confidence_percent: Number | None = Field(
         None, ge=50, lt=100, description="Promote gate: confidence a deny needs (percent; 99 = 1 in 100 wrong denies)."
     )
-    ratio_confidence_percent: float | None = Field(
+    ratio_confidence_percent: Number | None = Field(
         None, ge=50, lt=100, description="Relative rule: confidence a deny by max_error_rate_ratio needs (percent)."
     )
-    allow_confidence_percent: float | None = Field(
+    allow_confidence_percent: Number | None = Field(
         None, ge=50, lt=100, description="Promote gate: confidence an allow needs (percent)."
     )
-    max_error_rate_ratio: float | None = Field(
+    max_error_rate_ratio: Number | None = Field(
         None, ge=1, description="Relative rule: deny when the canary error rate is shown above this many x stable's."
     )
-    max_p99_ratio: float | None = Field(
+    max_p99_ratio: Number | None = Field(
         None, ge=1, description="Relative rule: the canary P99 may not be above this many times stable's P99."
     )
-    min_p99_ms_for_ratio: float | None = Field(
+    min_p99_ms_for_ratio: Number | None = Field(
         None, ge=0, description="Relative rule floor: the P99 ratio rule compares latencies from this many ms up."
     )
-    max_error_rate_increase_percent: float | None = Field(
+    max_error_rate_increase_percent: Number | None = Field(
         None, ge=0, le=100, description="No longer used (replaced by max_error_rate_ratio); `validate` warns."
     )
 

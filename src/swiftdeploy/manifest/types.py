@@ -14,6 +14,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 # Characters that would let a value escape the line or directive it is rendered into.
 FORBIDDEN = set("\n\r\t;{}'\"`$\\")
 
+# Bounds of every free-text value and list (docs/manifest.md#limits): a manifest is small, and so is each value.
+MAX_TEXT = 1024  # characters of one free-text value (a path, one argv word)
+MAX_ITEMS = 64  # items of one list (an argv)
+MAX_NUMBER = 1e9  # the largest threshold value (no threshold means anything near it)
+
 
 def _no_injection(value: str) -> str:
     bad = sorted({c for c in value if c in FORBIDDEN or ord(c) < 32 or ord(c) == 127})
@@ -42,18 +47,23 @@ _IMAGE_RE = (
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
 
+# Field(max_length=...) comes first in each Annotated: the length is checked before any pattern runs.
 ImageRef = Annotated[
     str,
-    AfterValidator(_pattern(_IMAGE_RE, "image reference", "ghcr.io/acme/api:1.2.3")),
     Field(max_length=255),
+    AfterValidator(_pattern(_IMAGE_RE, "image reference", "ghcr.io/acme/api:1.2.3")),
 ]
 Name = Annotated[
     str,
+    Field(max_length=63),
     AfterValidator(_pattern(r"[a-z0-9][a-z0-9_-]{0,62}", "name (lowercase letters, digits, - and _)", "my-api")),
 ]
-Version = Annotated[str, AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2"))]
+Version = Annotated[
+    str, Field(max_length=64), AfterValidator(_pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", "version", "1.4.2"))
+]
 Email = Annotated[
     str,
+    Field(max_length=254),
     AfterValidator(
         _pattern(
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+",
@@ -62,12 +72,18 @@ Email = Annotated[
         )
     ),
 ]
-SafeText = Annotated[str, AfterValidator(_no_injection)]
+SafeText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_injection)]
+# A list of SafeText (an argv): at least one item, at most MAX_ITEMS.
+Argv = Annotated[list[SafeText], Field(min_length=1, max_length=MAX_ITEMS)]
+# A threshold: a real number (no true/false, no quoted "4"), finite (no .inf, .nan, 1e400), at most MAX_NUMBER.
+# Field bounds (ge/le) of each threshold narrow it further.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, le=MAX_NUMBER)]
+Count = Annotated[int, Field(strict=True, le=int(MAX_NUMBER))]
 # An absolute URL path (no query, no spaces): it is written into nginx.conf and the compose healthcheck.
 UrlPath = Annotated[
     str,
-    AfterValidator(_pattern(r"/[A-Za-z0-9._~/-]*", "URL path (a leading /, letters, digits, . _ ~ - /)", "/healthz")),
     Field(max_length=200),
+    AfterValidator(_pattern(r"/[A-Za-z0-9._~/-]*", "URL path (a leading /, letters, digits, . _ ~ - /)", "/healthz")),
 ]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
+from ..fsutil import Refused, read_bounded
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -34,6 +35,10 @@ BUNDLE_DIR = "policy-bundle"
 DATA_FILE = "data.json"
 AUTHZ_FILE = "system/authz.rego"
 BUNDLE_MANIFEST = ".manifest"
+# Bounds of a policies folder walk (docs/manifest.md#limits): `policy.dir: /proc/self` or a link loop stops here.
+MAX_POLICY_DEPTH = 8  # nested folders
+MAX_POLICY_ENTRIES = 1000  # files and folders looked at
+MAX_POLICY_FILE_BYTES = 1024 * 1024  # one .rego module or data.json
 # Repo root of an editable install: src/swiftdeploy/policy/bundle.py -> parents[3].
 _REPO_POLICIES = Path(__file__).resolve().parents[3] / "policies"
 
@@ -54,7 +59,13 @@ class PolicySet:
         return self.data.get("swiftdeploy", {}).get("thresholds", {})
 
     def data_json(self) -> str:
-        return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
+        try:  # allow_nan=False: OPA cannot load Infinity or NaN (the manifest refuses them; this is the belt)
+            return json.dumps(self.data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except ValueError as exc:
+            raise PolicyError(
+                f"the policy data of {self.origin} holds a number JSON cannot carry ({exc})",
+                hint="use finite numbers only in data.json and policy.thresholds",
+            ) from None
 
     def fingerprint(self, *, tests: bool) -> str:
         digest = hashlib.sha256(self.data_json().encode())
@@ -96,7 +107,7 @@ def policy_dir(m: Manifest) -> Path | None:
 def load_policy_set(m: Manifest | None = None, *, folder: Path | None = None) -> PolicySet:
     """Read every .rego module and data.json of the source, merging the manifest's threshold overrides."""
     source: Traversable = folder or (policy_dir(m) if m is not None else None) or default_source()
-    modules = dict(_read_modules(source, ""))
+    modules = dict(_read_modules(source, "", _Budget()))
     if not modules:
         raise PolicyError(f"no .rego files in {source}", hint="add policies, or remove policy.dir to use the defaults")
     data_file = source / DATA_FILE
@@ -187,26 +198,67 @@ known_params if {{
 """
 
 
-def _read_modules(folder: Traversable, prefix: str):
+class _Budget:
+    """Entries a policies-folder walk may still look at."""
+
+    def __init__(self) -> None:
+        self.entries = MAX_POLICY_ENTRIES
+
+
+def _read_modules(folder: Traversable, prefix: str, budget: _Budget):
+    if prefix.count("/") >= MAX_POLICY_DEPTH:
+        raise PolicyError(
+            f"{folder}: policies folder nested more than {MAX_POLICY_DEPTH} deep (a folder link loop?)",
+            hint="keep policies in a shallow folder of .rego files, or remove policy.dir",
+        )
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        budget.entries -= 1
+        if budget.entries < 0:
+            raise PolicyError(
+                f"{folder}: more than {MAX_POLICY_ENTRIES} files and folders in the policies folder",
+                hint="point policy.dir at a folder holding only your policies",
+            )
         if entry.name.startswith((".", "_")):
             continue
+        if isinstance(entry, Path) and entry.is_symlink():
+            raise PolicyError(
+                f"{entry}: a symbolic link in the policies folder; swiftdeploy follows no link in the project",
+                hint="copy the file or folder in instead of linking it",
+            )
         if entry.is_dir():
-            yield from _read_modules(entry, f"{prefix}{entry.name}/")
+            yield from _read_modules(entry, f"{prefix}{entry.name}/", budget)
         elif entry.name.endswith(".rego"):
-            yield f"{prefix}{entry.name}", _with_newline(entry.read_text(encoding="utf-8"))
+            yield f"{prefix}{entry.name}", _with_newline(_read_text(entry))
+
+
+def _read_text(entry: Traversable) -> str:
+    """A policy file's text: a regular file of at most MAX_POLICY_FILE_BYTES (a FIFO never blocks the read)."""
+    try:
+        if isinstance(entry, Path):
+            return read_bounded(entry, MAX_POLICY_FILE_BYTES, what="policy file").decode("utf-8")
+        return entry.read_text(encoding="utf-8")
+    except Refused as exc:
+        raise PolicyError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{entry}: not UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise PolicyError(f"{entry}: cannot read: {exc.strerror or exc}") from None
 
 
 def _read_data(path: Traversable) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read {path}: {exc}") from exc
+        data = json.loads(_read_text(path), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise PolicyError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise PolicyError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity (_no_constant), nesting deeper than Python's stack
+        raise PolicyError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: the data document must be a JSON object")
     return copy.deepcopy(data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number OPA can load; use a finite number")
 
 
 def _with_newline(text: str) -> str:
