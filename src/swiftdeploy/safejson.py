@@ -31,7 +31,7 @@ class TooDeep(ValueError):
 
 
 def _constant(token: str) -> Any:
-    raise ValueError(f"{token} is not a JSON number")
+    raise ValueError(f"{token} is not JSON")
 
 
 def _float(token: str) -> float:

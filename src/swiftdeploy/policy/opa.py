@@ -110,7 +110,7 @@ class OpaEngine:
             )
         if status != 200:
             raise PolicyEngineUnavailable(
-                f"OPA answered HTTP {status} to POST {path}: {_snippet(text)}",
+                f"OPA at {self.url} answered HTTP {status} to POST {path}: {_snippet(text)}",
                 hint="check the opa service's logs; a policy runtime error or a bad input makes OPA answer 4xx/5xx",
             )
         if answer.content_type != "application/json":
@@ -218,5 +218,6 @@ def rego_fault(text: str) -> str | None:
 
 
 def _snippet(text: str) -> str:
-    text = " ".join(text.split())
+    """The start of an answer for an error line: whitespace runs as one space, control characters as "?"."""
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text[: SNIPPET * 4].split()))
     return (text[:SNIPPET] + "...") if len(text) > SNIPPET else (text or "(empty body)")
