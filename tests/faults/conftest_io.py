@@ -238,6 +238,7 @@ def run_cli(
     address_space_mb: int | None = None,
     stdin: int | None = subprocess.DEVNULL,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Run:
     """`swiftdeploy ARGS...` as a subprocess with a hard deadline (a hang fails the test instead of blocking the
     run) and, with `address_space_mb`, RLIMIT_AS set in the child (a reader that holds a big line hits
@@ -256,6 +257,7 @@ def run_cli(
         timeout=timeout,
         stdin=stdin,
         preexec_fn=limited,
+        cwd=cwd,
         env={**(env or os.environ), "COLUMNS": "200", "NO_COLOR": "1"},
     )
     return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
