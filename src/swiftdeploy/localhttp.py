@@ -1,6 +1,7 @@
 """Bounded HTTP requests to 127.0.0.1: the local runtime's health polls, the operations' calls to the admin
-listener, the /metrics scrapes and the OPA engine's queries. httpx (the project's one HTTP client) is imported on
-the first request. Every request in swiftdeploy goes through `fetch` (or its wrappers `request`, `get_text`).
+listener, the /metrics scrapes, the dashboard's health checks, the traffic generator and the OPA engine's queries.
+httpx (the project's one HTTP client) is imported on the first request. Every request in swiftdeploy goes through
+`fetch` (or its wrappers `request`, `get_text`).
 
 - Bounded in time, as a whole: `timeout` is one deadline for connecting, sending, the headers and the whole body.
   Each socket read and write waits at most the time left (a server trickling a byte a second cannot stretch the
@@ -16,17 +17,19 @@ the first request. Every request in swiftdeploy goes through `fetch` (or its wra
   idle keep-alive connections can never fail a health check, exactly like one `curl` per check.
 - No proxy from the environment (`trust_env=False`): an `http_proxy` must not capture 127.0.0.1 URLs.
 
-The client is built once per process (building one loads the CA bundle: ~40 ms) and shared by threads; tests pass
-an httpx `transport` (e.g. MockTransport), which gets a client of its own for that request.
+The client is built once per process (building one loads the CA bundle: ~40 ms) and shared by threads; the traffic
+generator passes a `pooled_client` (kept-alive connections) instead; tests pass an httpx `transport` (e.g.
+MockTransport), which gets a client of its own for that request.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json as jsonlib
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 USER_AGENT = "swiftdeploy"
@@ -57,6 +60,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str  # the media type, lowercased, without parameters ("application/json"); "" when absent
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive (httpx.Headers)
 
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
@@ -83,12 +87,18 @@ def _shared_client() -> Any:
 
 
 class _Deadline:
-    """The time left of one request; `bound(stream)` makes every read and write of a connection wait at most
-    that (httpcore asks each of its network streams with the request's per-operation timeout)."""
+    """The time left of one request. Every connection's network stream is wrapped once (`bound`, through httpx's
+    `trace` extension when the connection is made) so that each read and write waits at most the time left of
+    the request running on it now (`_CURRENT`, set by `fetch` in its thread): httpcore asks its streams with the
+    request's per-operation timeout, which a trickle never exceeds. A kept-alive connection (`pooled_client`)
+    serves each later request with that request's own deadline."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.end = time.monotonic() + timeout
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
 
     def left(self) -> float:
         import httpcore
@@ -98,26 +108,47 @@ class _Deadline:
             raise httpcore.ReadTimeout(f"no complete answer within {self.timeout:g} s")
         return remaining
 
-    def passed(self) -> bool:
-        return time.monotonic() >= self.end
-
-    def bound(self, stream: Any) -> None:
+    @staticmethod
+    def bound(stream: Any) -> None:
+        if getattr(stream, "_swiftdeploy_bounded", False):
+            return
         read, write = stream.read, stream.write
 
+        def bounded(timeout: float | None) -> float | None:
+            deadline = _CURRENT.get()
+            if deadline is None:
+                return timeout
+            return min(timeout if timeout is not None else deadline.timeout, deadline.left())
+
         def bounded_read(max_bytes: int, timeout: float | None = None) -> bytes:
-            return read(max_bytes, timeout=min(timeout or self.timeout, self.left()))
+            return read(max_bytes, timeout=bounded(timeout))
 
         def bounded_write(buffer: bytes, timeout: float | None = None) -> None:
-            return write(buffer, timeout=min(timeout or self.timeout, self.left()))
+            return write(buffer, timeout=bounded(timeout))
 
         stream.read, stream.write = bounded_read, bounded_write
+        stream._swiftdeploy_bounded = True
 
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+    @staticmethod
+    def trace(event: str, info: Mapping[str, Any]) -> None:
         """httpx's `trace` extension: bound each new connection's stream (plain TCP, or TLS on top of it)."""
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             stream = info.get("return_value")
             if stream is not None:
-                self.bound(stream)
+                _Deadline.bound(stream)
+
+
+_CURRENT: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("swiftdeploy_deadline", default=None)
+
+
+def pooled_client(connections: int) -> Any:
+    """A client keeping up to `connections` connections alive, for `fetch(client=...)` from many threads (the
+    traffic generator); the caller closes it. Same settings as the shared client otherwise."""
+    import httpx
+
+    settings = _client_settings()
+    settings["limits"] = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.Client(**settings)
 
 
 def fetch(
@@ -132,10 +163,12 @@ def fetch(
     limit: int = 65536,
     truncate: bool = True,
     transport: Any = None,
+    client: Any = None,
 ) -> Answer:
     """One request, bounded in time (`timeout`: the whole request) and size (`limit` bytes of body; see the module
     doc for `truncate`). `json` is sent as a JSON body, `content` as raw bytes. Raises NoAnswer (Unreachable,
-    TimedOut, Unacceptable, or NoAnswer itself for a reset or a non-HTTP answer)."""
+    TimedOut, Unacceptable, or NoAnswer itself for a reset or a non-HTTP answer). `client`: a `pooled_client`
+    instead of the shared one; `transport` (tests): a client of its own for this request."""
     import httpx
 
     deadline = _Deadline(timeout)
@@ -143,7 +176,12 @@ def fetch(
     if json is not None:
         content = jsonlib.dumps(json).encode()
         sent_headers.setdefault("Content-Type", "application/json")
-    client = _shared_client() if transport is None else httpx.Client(transport=transport, **_client_settings())
+    own = transport is not None
+    if own:
+        client = httpx.Client(transport=transport, **_client_settings())
+    elif client is None:
+        client = _shared_client()
+    token = _CURRENT.set(deadline)
     try:
         with client.stream(
             method,
@@ -152,7 +190,7 @@ def fetch(
             headers=sent_headers or None,
             params=params,
             timeout=timeout,
-            extensions={"trace": deadline.trace},
+            extensions={"trace": _Deadline.trace},
         ) as response:
             return _read(response, url, deadline, limit, truncate)
     except httpx.TimeoutException as exc:
@@ -162,7 +200,8 @@ def fetch(
     except httpx.HTTPError as exc:
         raise NoAnswer(f"{type(exc).__name__}: {exc or 'no answer'}") from None
     finally:
-        if transport is not None:
+        _CURRENT.reset(token)
+        if own:
             client.close()
 
 
@@ -183,7 +222,7 @@ def _read(response: Any, url: str, deadline: _Deadline, limit: int, truncate: bo
         if deadline.passed():  # a trickle of small chunks stops at the deadline too
             raise TimedOut(f"the answer was not complete within {deadline.timeout:g} s (the whole request)")
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    return Answer(response.status_code, bytes(body[:limit]), content_type)
+    return Answer(response.status_code, bytes(body[:limit]), content_type, response.headers)
 
 
 def request(method: str, url: str, *, json: Any = None, timeout: float = 5.0, limit: int = 65536) -> tuple[int, bytes]:
