@@ -24,6 +24,21 @@ MAX_INT_DIGITS = 64
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Only text with a digit before an exponent mark or a run of more than MAX_INT_DIGITS digits can hold a float that
+# overflows or an integer over the cap: the per-number hooks (a Python call per number) run only then. The check
+# maps every digit to "0" and "E" to "e" (C speed) and looks for "0e" and MAX_INT_DIGITS + 1 zeros.
+_DIGITS_B = bytes.maketrans(b"123456789E", b"000000000e")
+_DIGITS_S = str.maketrans("123456789E", "000000000e")
+_LONG_B = b"0" * (MAX_INT_DIGITS + 1)
+_LONG_S = "0" * (MAX_INT_DIGITS + 1)
+
+
+def _may_hold_big_numbers(raw: bytes | str) -> bool:
+    if isinstance(raw, bytes):
+        mapped_b = raw.translate(_DIGITS_B)
+        return b"0e" in mapped_b or _LONG_B in mapped_b
+    mapped = raw.translate(_DIGITS_S)
+    return "0e" in mapped or _LONG_S in mapped
 
 
 class TooDeep(ValueError):
@@ -47,6 +62,11 @@ def _int(token: str) -> int:
     return int(token)
 
 
+# Built once: json.loads with any keyword builds a new decoder per call.
+_FAST = json.JSONDecoder(parse_constant=_constant)
+_CHECKED = json.JSONDecoder(parse_constant=_constant, parse_float=_float, parse_int=_int)
+
+
 def depth_ok(text: str, max_depth: int = MAX_DEPTH) -> bool:
     """Whether `text` nests at most `max_depth` arrays/objects (brackets inside strings do not count)."""
     if text.count("[") + text.count("{") <= max_depth:
@@ -65,12 +85,13 @@ def depth_ok(text: str, max_depth: int = MAX_DEPTH) -> bool:
 def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """json.loads with the bounds of the module doc. Raises ValueError (UnicodeDecodeError for bytes that are not
     UTF-8, TooDeep, json.JSONDecodeError, or a plain ValueError naming the number or the surrogate)."""
+    big = _may_hold_big_numbers(bytes(text) if isinstance(text, bytearray) else text)
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8")
     if not depth_ok(text, max_depth):
         raise TooDeep(f"nested deeper than {max_depth} arrays/objects")
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        value = (_CHECKED if big else _FAST).decode(text)
     except RecursionError:  # unreachable after depth_ok; kept so no input can ever raise it from here
         raise TooDeep(f"nested deeper than {max_depth} arrays/objects") from None
     if _SURROGATE_ESCAPE.search(text):
