@@ -34,6 +34,7 @@ _BOTH = "*"
 TRACKS = ("stable", "canary")
 _SERIES = tuple((t, (("p99_ms", f"{t}_p99"), ("error_rate_percent", f"{t}_err"))) for t in TRACKS)
 _NUMBERS = (int, float)
+_MAX_FIGURE = 1e12  # a P99 (ms) or an error rate (%) beyond this is not a measurement: left out of the charts
 _UP_STATES = ("up", "starting")  # a track that answered (its figures are real)
 # Events that end every chaos episode on a track: the process that carried the fault is gone or replaced.
 _CHAOS_ENDERS = {"rollback": ("canary",), "teardown": TRACKS}
@@ -211,7 +212,7 @@ class AuditReport:
                 values: dict[str, float] = {}
                 for key, name in series:
                     value = figures.get(key)
-                    if type(value) in _NUMBERS and math.isfinite(value):
+                    if type(value) in _NUMBERS and 0 <= value <= _MAX_FIGURE:
                         values[name] = float(value)
                 seconds = figures.get("seconds")
                 span = float(seconds) if type(seconds) in _NUMBERS and 0 < seconds < 366 * 86400 else 0.0

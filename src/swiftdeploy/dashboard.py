@@ -347,7 +347,7 @@ class StatusCollector:
     def _health(self, view: TrackView, base: str, current: Scrape) -> None:
         """/healthz and GET /chaos (not counted in the figures: metrics.window leaves them out). When they do not
         answer, the gauges of the scrape still give uptime, mode and the chaos mode."""
-        import httpx
+        from .localhttp import NoAnswer, request
 
         gauges = current.gauges
         view.uptime_seconds = gauges.get("app_uptime_seconds")
@@ -357,19 +357,19 @@ class StatusCollector:
             view.chaos = {"mode": _CHAOS_CODES.get(int(gauges["chaos_active"]), "unknown")}
 
         try:
-            with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-                health = client.get(f"{base}/healthz")
-                body = _json(health)
-                view.health = "ok" if health.status_code == 200 else f"HTTP {health.status_code}"
-                view.mode, view.version = body.get("mode", view.mode), body.get("version")
-                uptime = body.get("uptime_seconds")
-                if isinstance(uptime, int | float):
-                    view.uptime_seconds = float(uptime)
-                chaos = client.get(f"{base}/chaos")
-                if chaos.status_code == 200 and _json(chaos).get("mode"):
-                    view.chaos = _json(chaos)
-        except httpx.HTTPError as exc:
-            view.health = f"unreachable: {type(exc).__name__}"
+            status, raw = request("GET", f"{base}/healthz", timeout=self.timeout, limit=_ANSWER_MAX)
+            body = _json(raw)
+            view.health = "ok" if status == 200 else f"HTTP {status}"
+            view.mode, view.version = body.get("mode", view.mode), body.get("version")
+            uptime = body.get("uptime_seconds")
+            if isinstance(uptime, int | float):
+                view.uptime_seconds = float(uptime)
+            status, raw = request("GET", f"{base}/chaos", timeout=self.timeout, limit=_ANSWER_MAX)
+            chaos = _json(raw)
+            if status == 200 and chaos.get("mode"):
+                view.chaos = chaos
+        except NoAnswer as exc:
+            view.health = f"unreachable: {str(exc).split(':')[0]}"
 
     # --- policy ---
 
@@ -472,9 +472,14 @@ def _round(value: Any) -> Any:
     return round(float(value), 3) if isinstance(value, int | float) else None
 
 
-def _json(response: Any) -> dict[str, Any]:
+_ANSWER_MAX = 65536  # /healthz and /chaos answer a few hundred bytes
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    from . import safejson
+
     try:
-        body = response.json()
+        body = safejson.loads(raw)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

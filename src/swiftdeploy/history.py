@@ -13,8 +13,10 @@ Guarantees (and their limits):
 - The line is in the kernel's page cache when `append` returns (visible to every reader at once, survives the
   process dying). It is on disk only with `fsync=True` (costs a disk flush per record); without it, a power loss
   or kernel crash can drop the last few seconds of records — never corrupt earlier ones beyond a torn last line.
-- Readers stream line by line (memory does not grow with the file), skip and count invalid lines
-  (torn, not JSON, not an object, missing `ts`/`event`), and read a missing file as empty.
+- Readers stream line by line (memory does not grow with the file, nor with a line: a line longer than MAX_LINE
+  is skipped without being held), skip and count invalid lines (torn, not UTF-8, not JSON within safejson's
+  bounds, not an object, missing `ts`/`event`, a `ts` out of range), and read a missing file as empty. Every
+  consumer (audit, `history`) reads through `read`/HistoryReader.
 - Rotation (docs/history.md#rotation): an append that would take the file past `Rotation.max_bytes` first renames
   it to `history.1.jsonl` (shifting `.1` to `.2` ... and deleting the one past `Rotation.keep`), under the same
   lock, so no record is written to a file being rotated away; a writer that waited for the lock on a file that
@@ -38,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import safejson
 from .errors import InvalidInput, OperationFailed
 
 MB = 1024**2  # `history.max_mb` counts MiB, like the host facts' GB (policy.facts.GB)
@@ -366,11 +369,11 @@ class HistoryReader:
         self.files = [p for p, _ in opened]
         try:
             for _path, handle in opened:
-                for raw in handle:  # buffered, one line at a time
+                for raw in _lines(handle):  # buffered, one line at a time, at most MAX_LINE bytes held
                     self.lines += 1
-                    decoded = _decode(raw)
+                    decoded = None if raw is None else _decode(raw)
                     if decoded is None:
-                        if raw.strip():
+                        if raw is None or raw.strip():
                             self.skipped += 1
                         else:
                             self.lines -= 1  # blank lines (the "\n" before a record after a torn one) are noise
@@ -431,20 +434,46 @@ class HistoryReader:
             raise OperationFailed(f"{path}: cannot read the history file: {exc.strerror or exc}") from None
 
 
+MAX_LINE = 1 << 20  # the longest line a reader parses: a record is a few kB; a longer line is skipped unread
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # a margin below datetime.max for the readers' arithmetic
+
+
+def _lines(handle: Any, limit: int = MAX_LINE) -> Iterator[bytes | None]:
+    """The lines of a binary file, each at most `limit` bytes (+ its "\n"); None for a longer line, whose rest
+    is read and dropped in bounded chunks (memory stays O(limit) whatever the line's length)."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
 def _decode(raw: bytes) -> tuple[datetime, dict[str, Any]] | None:
+    """(ts, record) of one line, or None when it is not a valid record: not UTF-8, not JSON within
+    swiftdeploy.safejson's bounds (nesting, finite numbers, no lone surrogate), not an object, or without a
+    string `event` and a `ts` that is an RFC 3339 time between 1970 and 9999."""
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        record = safejson.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if type(record) is not dict:
         return None
     ts, event = record.get("ts"), record.get("event")
-    if type(ts) is not str or type(event) is not str or not event:
+    if type(ts) is not str or type(event) is not str or not event or len(ts) > 64:
         return None
     try:
-        return parse_ts(ts), record
-    except ValueError:
+        moment = parse_ts(ts)
+    except (ValueError, OverflowError):  # year 1 at +14:00 overflows in the conversion to UTC
         return None
+    if not _EARLIEST <= moment < _LATEST:
+        return None
+    return moment, record
 
 
 def read(

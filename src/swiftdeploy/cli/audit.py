@@ -52,6 +52,6 @@ def audit(
             }
         )
         return
-    skipped = f", {report.skipped} skipped lines" if report.skipped else ""
+    skipped = f", {report.skipped} unreadable lines skipped" if report.skipped else ""
     files = f" from {len(report.files)} files" if len(report.files) > 1 else ""
     output.out().print(f"wrote {path} ({report.records} records{files}{skipped})")

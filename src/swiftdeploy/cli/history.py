@@ -49,7 +49,10 @@ def history(
         warning(f"no history yet at {m.history_path}")
     render_history(list(kept))
     if reader.skipped:
-        warning(f"{reader.skipped} invalid line(s) in {m.history_path} skipped (torn or not JSON)")
+        warning(
+            f"{reader.skipped} invalid line(s) in {m.history_path} skipped "
+            "(torn, not JSON, longer than 1 MiB or out of range)"
+        )
 
 
 def _selected(event: str, patterns: list[str]) -> bool:

@@ -7,6 +7,8 @@ Policy commands work without a manifest too (default policies and thresholds, em
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -138,24 +140,55 @@ def _manifest_or_none(ctx: typer.Context) -> Manifest | None:
     return load(ctx)
 
 
+MAX_INPUT = 1 << 20  # a policy input is a few kB of facts or figures
+
+
 def _read_input(path: Path) -> Any:
-    import json
+    """The JSON of `--input` (a regular file, or "-" for stdin), at most MAX_INPUT bytes, parsed with
+    swiftdeploy.safejson (bounded nesting, finite numbers). Bad input is PolicyError (exit 2), one line."""
     import sys
 
+    from .. import safejson
     from ..errors import PolicyError
 
     name = "stdin" if str(path) == "-" else str(path)
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read the input file {name}: {exc}", hint="pass --input FILE with JSON") from exc
-
-    def no_constants(token: str) -> Any:
-        raise ValueError(f"{token} is not JSON")
-
+        raw = sys.stdin.buffer.read(MAX_INPUT + 1) if str(path) == "-" else _read_regular(path)
+    except OSError as exc:
+        raise PolicyError(
+            f"cannot read the input file {name}: {exc.strerror or exc}", hint="pass --input FILE with JSON"
+        ) from None
+    if len(raw) > MAX_INPUT:
+        raise PolicyError(f"the input {name} is more than {MAX_INPUT} bytes", hint="a policy input is a few kB")
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return safejson.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{name}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
-        raise PolicyError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise PolicyError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except ValueError as exc:
-        raise PolicyError(f"{name}: invalid JSON: {exc}") from exc
+        raise PolicyError(f"{name}: invalid JSON: {exc}") from None
+
+
+def _read_regular(path: Path) -> bytes:
+    """At most MAX_INPUT + 1 bytes of the regular file `path`: opened with O_NONBLOCK (a FIFO never blocks the
+    open) and refused unless fstat says it is a regular file (a FIFO, /dev/zero, a folder)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, a device or a socket)"
+            raise OSError(f"it is {kind}")
+        if info.st_size > MAX_INPUT:
+            return b" " * (MAX_INPUT + 1)  # refused by the caller without reading it
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_INPUT and (chunk := os.read(fd, MAX_INPUT + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

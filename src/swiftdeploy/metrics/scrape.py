@@ -1,6 +1,7 @@
 """Scrape one track's Prometheus /metrics (through the admin listener) into plain numbers.
 
-Parsing uses prometheus_client's text parser; httpx and prometheus_client load only when scraping.
+Parsing uses prometheus_client's text parser; httpx (through swiftdeploy.localhttp, bounded in time and size) and
+prometheus_client load only when scraping.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
 GAUGES = ("app_uptime_seconds", "app_mode", "chaos_active")
+MAX_BYTES = 4 << 20  # the demo API's /metrics is a few kB; a bigger answer is refused, not parsed
 
 # (method, path, status_code) and (method, path, le)
 CounterKey = tuple[str, str, str]
@@ -45,25 +47,33 @@ def admin_url(m: Manifest, track: str, what: str) -> str:
 
 
 def scrape(url: str, timeout: float = 2.0, *, transport=None) -> Scrape:
-    """GET `url` and parse it. Raises OperationFailed naming the URL when it cannot be read or parsed."""
-    import httpx
+    """GET `url` and parse it (through localhttp: `timeout` bounds the whole request, at most MAX_BYTES are read).
+    Raises OperationFailed naming the URL when it cannot be read or parsed, or is bigger than MAX_BYTES."""
+    from ..localhttp import NoAnswer, TimedOut, Unacceptable, fetch
 
     try:
-        with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
-            response = client.get(url)
-    except httpx.TimeoutException as exc:
-        raise OperationFailed(f"scraping {url} timed out after {timeout:g} s", hint="is the track overloaded?") from exc
-    except httpx.HTTPError as exc:
+        answer = fetch("GET", url, timeout=timeout, limit=MAX_BYTES, truncate=False, transport=transport)
+    except TimedOut as exc:
         raise OperationFailed(
-            f"cannot scrape {url}: {type(exc).__name__}: {exc}",
+            f"scraping {url} timed out after {timeout:g} s ({exc})", hint="is the track overloaded?"
+        ) from None
+    except Unacceptable as exc:
+        raise OperationFailed(
+            f"scraping {url}: the answer is refused: {exc}",
+            hint="a swiftdeploy track's /metrics is a few kB; is something else answering on the admin listener?",
+        ) from None
+    except NoAnswer as exc:
+        raise OperationFailed(
+            f"cannot scrape {url}: {exc}",
             hint="is the stack deployed? run `swiftdeploy deploy`; the admin listener serves /<track>/metrics",
-        ) from exc
-    if response.status_code != 200:
+        ) from None
+    text = answer.text()
+    if answer.status != 200:
         raise OperationFailed(
-            f"scraping {url} answered HTTP {response.status_code}: {' '.join(response.text.split())[:200]}",
+            f"scraping {url} answered HTTP {answer.status}: {' '.join(text.split())[:200]}",
             hint="a 503 from the admin listener means that track is not running",
         )
-    return parse(url, response.text, at=time.monotonic())
+    return parse(url, text, at=time.monotonic())
 
 
 def parse(url: str, text: str, *, at: float = 0.0) -> Scrape:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 import signal
 import threading
@@ -319,9 +318,11 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
             f"{method} {url}: no answer ({exc})",
             hint="is the stack deployed? `swiftdeploy status` shows what runs",
         ) from None
+    from .. import safejson
+
     text = raw.decode("utf-8", "replace")
     with contextlib.suppress(ValueError):
-        return status, json.loads(text)
+        return status, safejson.loads(text)
     return status, text
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
 
 MAX_RPS = 200
+TRAFFIC_BODY_MAX = 65536  # bytes of each answer read (the rest dropped unread)
 MAX_DURATION = 300.0
 MAX_SLOW_SECONDS = 30.0
 
@@ -115,8 +116,9 @@ def traffic(
     stop: threading.Event | None = None,
     timeout: float = 10.0,
 ) -> TrafficResult:
-    """Send GET `path` to http://127.0.0.1:<nginx.port> at `rps` for `duration` s (open loop, bounded)."""
-    import httpx
+    """Send GET `path` to http://127.0.0.1:<nginx.port> at `rps` for `duration` s (open loop, bounded: each
+    request through localhttp.fetch, `timeout` for the whole of it, at most TRAFFIC_BODY_MAX bytes read)."""
+    from ..localhttp import NoAnswer, TimedOut, Unacceptable, fetch, pooled_client
 
     if not 0 < rps <= MAX_RPS:
         raise InvalidInput(f"--rps must be between 0 and {MAX_RPS}, got {rps:g}")
@@ -130,27 +132,27 @@ def traffic(
     lock = threading.Lock()
     workers = int(min(64, max(4, rps)))
 
-    def one(client: httpx.Client) -> None:
+    def one(client: Any) -> None:
         started = time.perf_counter()
         try:
-            response = client.get(url, headers=headers)
-        except httpx.TimeoutException:
+            answer = fetch("GET", url, headers=headers, timeout=timeout, limit=TRAFFIC_BODY_MAX, client=client)
+        except TimedOut:
             with lock:
                 result.errors["timeout"] += 1
             return
-        except httpx.HTTPError as exc:
+        except NoAnswer as exc:
             with lock:
-                result.errors[type(exc).__name__] += 1
+                # the exception's name (`ConnectError`, `RemoteProtocolError`), or why an answer was refused
+                result.errors["refused answer" if isinstance(exc, Unacceptable) else str(exc).split(":")[0]] += 1
             return
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
-            result.by_status[str(response.status_code)] += 1
-            result.by_mode[response.headers.get("x-mode", "-")] += 1
+            result.by_status[str(answer.status)] += 1
+            result.by_mode[answer.headers.get("x-mode", "-")] += 1
             result.latencies_ms.append(elapsed)
 
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     began = time.monotonic()
-    with httpx.Client(timeout=timeout, limits=limits, trust_env=False) as client, ThreadPoolExecutor(workers) as pool:
+    with pooled_client(workers) as client, ThreadPoolExecutor(workers) as pool:
         for i in range(total):
             if stop is not None and stop.is_set():
                 break

@@ -1,9 +1,11 @@
 """The OPA server engine, over its REST data API (https://www.openpolicyagent.org/docs/rest-api).
 
 Fail closed: every way OPA can fail to answer raises PolicyEngineUnavailable (exit 4) with its own message;
-nothing here returns allow unless OPA returned a well-formed allow decision. Each request is bounded as a whole:
-`timeout` seconds from the first byte sent to the last byte read (a frozen or trickling OPA cannot stretch it read by
-read), and at most MAX_BODY bytes.
+nothing here returns allow unless OPA returned a well-formed allow decision. Each request goes through
+swiftdeploy.localhttp.fetch and is bounded as a whole: `timeout` seconds from connecting to the last byte read (a
+frozen or trickling OPA cannot stretch it read by read), at most MAX_BODY bytes, no content encoding (asked for
+identity; a compressed answer is refused), a decision answer must be application/json, and its JSON is parsed with
+swiftdeploy.safejson (bounded nesting, finite numbers).
 
 Decisions are asked with `?provenance=true`: OPA names the revision of the bundle that decided, and with
 `expect_revision` (the revision of the bundle the manifest generates, policy/bundle.py) any other revision - a stale
@@ -17,14 +19,16 @@ regorus reports it instead of silently making the decision undefined.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import safejson
 from ..errors import PolicyEngineUnavailable, PolicyError
 from .decision import Decision, InvalidDecision, parse_decision
 from .embedded import to_json
+
+if TYPE_CHECKING:
+    from ..localhttp import Answer
 
 SNIPPET = 200
 FAULTS_SHOWN = 5
@@ -35,25 +39,19 @@ def opa_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class OpaEngine:
     name = "opa"
 
     def __init__(
         self, url: str, *, timeout: float = 2.0, transport: Any = None, expect_revision: str | None = None
     ) -> None:
-        import httpx
-
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.expect_revision = expect_revision
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport, trust_env=False)
+        self.transport = transport  # an httpx transport, for tests; None: localhttp's shared client
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release (localhttp keeps no connection open); kept for the engines' common protocol."""
 
     def __enter__(self) -> OpaEngine:
         return self
@@ -63,7 +61,8 @@ class OpaEngine:
 
     def health(self) -> None:
         """GET /health once; raises PolicyEngineUnavailable unless OPA answers 200."""
-        status, text = self._send("GET", "/health", what="the health check")
+        answer = self._send("GET", "/health", what="the health check")
+        status, text = answer.status, answer.text()
         if status != 200:
             raise PolicyEngineUnavailable(
                 f"OPA at {self.url} is not healthy: GET /health answered HTTP {status}: {_snippet(text)}",
@@ -86,15 +85,15 @@ class OpaEngine:
     def evaluate(self, domain: str, input: Any) -> Decision:
         path = f"/v1/data/swiftdeploy/{domain}/decision"
         rule = f"data.swiftdeploy.{domain}.decision"
-        body = to_json({"input": input}, "the policy input")
-        status, text = self._send(
+        answer = self._send(
             "POST",
             path,
             what=f"POST {path}",
             params={"provenance": "true", "strict-builtin-errors": "true"},
-            content=body,
+            content=to_json({"input": input}, "the policy input"),
             headers={"Content-Type": "application/json"},
         )
+        status, text = answer.status, answer.text()
         if status != 200:
             fault = rego_fault(text)
             if fault is not None:
@@ -111,24 +110,30 @@ class OpaEngine:
             )
         if status != 200:
             raise PolicyEngineUnavailable(
-                f"OPA answered HTTP {status} to POST {path}: {_snippet(text)}",
+                f"OPA at {self.url} answered HTTP {status} to POST {path}: {_snippet(text)}",
                 hint="check the opa service's logs; a policy runtime error or a bad input makes OPA answer 4xx/5xx",
             )
-        try:
-            answer = json.loads(text)
-        except ValueError:
+        if answer.content_type != "application/json":
             raise PolicyEngineUnavailable(
-                f"OPA at {self.url} answered POST {path} with a body that is not JSON: {_snippet(text)}",
+                f"OPA at {self.url} answered POST {path} with a body that is not JSON (content type "
+                f"{answer.content_type or 'none'}): {_snippet(text)}",
+                hint="is something other than OPA listening on opa.port?",
+            )
+        try:
+            body = safejson.loads(text)
+        except ValueError as exc:
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.url} answered POST {path} with a body that is not JSON ({exc}): {_snippet(text)}",
                 hint="is something other than OPA listening on opa.port?",
             ) from None
-        if not isinstance(answer, dict) or "result" not in answer:
+        if not isinstance(body, dict) or "result" not in body:
             raise PolicyEngineUnavailable(
                 f"OPA returned no result for {rule}: the policy package/rule path is wrong or the bundle is not loaded",
                 hint="check the opa service mounts policy-bundle (run `swiftdeploy init` to write it)",
             )
-        self._check_revision(answer.get("provenance"))
+        self._check_revision(body.get("provenance"))
         try:
-            return parse_decision(answer["result"], domain=domain, engine="opa", input=input)
+            return parse_decision(body["result"], domain=domain, engine="opa", input=input)
         except InvalidDecision as exc:
             raise PolicyEngineUnavailable(
                 f"OPA's result for {rule} is not a valid decision: {exc}",
@@ -151,65 +156,49 @@ class OpaEngine:
                 "(it reloads OPA) before asking again",
             )
 
-    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> tuple[int, str]:
-        """(status, body) of one request, bounded as a whole by `timeout` (a worker thread does the I/O; when it
-        is still busy at the deadline the request counts as unanswered)."""
-        outcome: dict[str, Any] = {}
+    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> Answer:
+        """One request through localhttp.fetch: one deadline (`timeout`) for the whole request, at most MAX_BODY
+        bytes, no content encoding."""
+        from ..localhttp import NoAnswer, TimedOut, Unacceptable, Unreachable, fetch
 
-        def run() -> None:
-            try:
-                with self._client.stream(method, path, **kwargs) as response:
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_BODY:
-                            raise _TooLarge
-                    outcome["answer"] = (response.status_code, body.decode("utf-8", "replace"))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=run, name="opa-request", daemon=True)
-        worker.start()
-        worker.join(self.timeout)
-        if worker.is_alive() or "error" in outcome and _is_timeout(outcome["error"]):
+        try:
+            answer = fetch(
+                method,
+                self.url + path,
+                timeout=self.timeout,
+                limit=MAX_BODY,
+                truncate=False,
+                transport=self.transport,
+                **kwargs,
+            )
+        except TimedOut:
             raise PolicyEngineUnavailable(
                 f"OPA at {self.url} did not answer {what} within {self.timeout:g} s (opa.timeout, the whole request)",
                 hint="OPA is overloaded or stuck; check it, or raise opa.timeout in the manifest",
-            )
-        if "answer" in outcome:
-            return outcome["answer"]
-        raise self._failure(outcome.get("error"), what) from outcome.get("error")
-
-    def _failure(self, exc: BaseException | None, what: str) -> PolicyEngineUnavailable:
-        import httpx
-
-        if isinstance(exc, _TooLarge):
-            return PolicyEngineUnavailable(
-                f"OPA at {self.url} answered {what} with more than {MAX_BODY} bytes",
+            ) from None
+        except Unacceptable as exc:
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.url} answered {what} with an answer swiftdeploy refuses: {exc}",
                 hint="is something other than OPA listening on opa.port?",
-            )
-        if isinstance(exc, httpx.ConnectError):
-            return PolicyEngineUnavailable(
-                f"OPA at {self.url} is unreachable for {what}: {exc or 'connection refused'}",
+            ) from None
+        except Unreachable as exc:
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.url} is unreachable for {what}: {exc}",
                 hint="start it (`swiftdeploy deploy` runs the stack's OPA service) or set policy.engine: embedded",
-            )
-        return PolicyEngineUnavailable(
-            f"request to OPA at {self.url} for {what} failed: {type(exc).__name__}: {exc}",
-            hint="check that OPA is running and reachable on 127.0.0.1",
-        )
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    import httpx
-
-    return isinstance(exc, httpx.TimeoutException)
+            ) from None
+        except NoAnswer as exc:
+            raise PolicyEngineUnavailable(
+                f"request to OPA at {self.url} for {what} failed: {exc}",
+                hint="check that OPA is running and reachable on 127.0.0.1",
+            ) from None
+        return answer
 
 
 def rego_fault(text: str) -> str | None:
     """The Rego evaluation errors (`eval_*` codes: conflicts, builtin and type errors) of an OPA error answer's
     body, one `file:row:col: code: message` line each; None when the answer is not about the policy's evaluation."""
     try:
-        body = json.loads(text)
+        body = safejson.loads(text)
     except ValueError:
         return None
     errors = body.get("errors") if isinstance(body, dict) else None
@@ -229,5 +218,6 @@ def rego_fault(text: str) -> str | None:
 
 
 def _snippet(text: str) -> str:
-    text = " ".join(text.split())
+    """The start of an answer for an error line: whitespace runs as one space, control characters as "?"."""
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text[: SNIPPET * 4].split()))
     return (text[:SNIPPET] + "...") if len(text) > SNIPPET else (text or "(empty body)")
