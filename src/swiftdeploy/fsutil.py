@@ -49,7 +49,8 @@ def _writer_alive(pid: int) -> bool:
 
 def stale_tmp_files(folder: Path, name: str | None = None) -> list[Path]:
     """Temp files of `atomic_write` in `folder` (of the file `name`, or of any file) whose writer is gone: a write
-    that was killed before its rename. A temp file without a pid (an older swiftdeploy's) counts as stale."""
+    that was killed before its rename. A temp file of `name` without a pid (an older swiftdeploy's) counts as stale;
+    across every file only names with a writer pid count (a person's own `.x.y.tmp` is left alone)."""
     found = []
     try:
         entries = list(os.scandir(folder))
@@ -57,7 +58,7 @@ def stale_tmp_files(folder: Path, name: str | None = None) -> list[Path]:
         return []
     for entry in entries:
         match = _TMP.match(entry.name)
-        if match is None or (name is not None and match["name"] != name):
+        if match is None or (name is not None and match["name"] != name) or (name is None and not match["pid"]):
             continue
         if match["pid"] is not None and _writer_alive(int(match["pid"])):
             continue

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .fsutil import atomic_write
+from .fsutil import atomic_write, remove_stale_tmp
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -67,9 +67,11 @@ def plan(m: Manifest) -> list[Change]:
 
 
 def write(m: Manifest, changes: list[Change] | None = None) -> list[Path]:
-    """Write the files whose text changed (atomic: temp file + rename). Returns the paths written."""
+    """Write the files whose text changed (atomic: temp file + rename). Returns the paths written. The temp files a
+    killed earlier write left beside any of them are removed (`fsutil.remove_stale_tmp`)."""
     written = []
     for change in plan(m) if changes is None else changes:
+        remove_stale_tmp(change.path)
         if change.changed:
             atomic_write(change.path, change.new)
             written.append(change.path)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable
+from ..fsutil import remove_stale_tmp
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
 
 NOT_RUNNING = ": not running"  # the end of a `Runtime.down` line for a service that was already gone
@@ -99,6 +100,10 @@ def _clean(op: Operation) -> list[str]:
             path.unlink()
             removed.append(str(path))
     bundle = m.out_dir / "policy-bundle"
+    # the temp files of writes a killed run never finished (manifest, generated files, bundle, state)
+    folders = {m.base_dir, m.out_dir, m.state_dir, bundle, *(p for p in bundle.rglob("*") if p.is_dir())}
+    for folder in sorted(folders):
+        removed += [str(path) for path in remove_stale_tmp(folder, every_file=True)]
     for folder in [*sorted((p for p in bundle.rglob("*") if p.is_dir()), reverse=True), bundle]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty (system/ first): a person's own files there stay

@@ -464,6 +464,11 @@ class LocalRuntime:
         self._settle_nginx(m)  # a master-less nginx (workers serving, ports held): stopped, started again below
         for service in (service_of(m, "stable"), m.canary_name):
             self._settle(m, service)
+        orphans = self._orphans(m)  # ours, but no record names them: a run killed right after starting them
+        if orphans:
+            procs.warn(f"stopped pid {', '.join(map(str, orphans))}: started for this stack by a swiftdeploy run "
+                       "that was interrupted before recording them")  # fmt: skip
+            procs.kill_pids(orphans, grace=self.grace)
         nginx_running = self.running(m, NGINX) is not None
         if not nginx_running:
             self._require_listener_ports(m)  # first, so a taken port fails before any app starts

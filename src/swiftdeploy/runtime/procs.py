@@ -338,9 +338,8 @@ def _member_problem(record: ProcRecord, proc: object) -> str | None:
 def orphaned_group(record: ProcRecord | None) -> list[int]:
     """Pids left in the group of a recorded leader that is gone (nginx workers whose master was SIGKILLed), when
     every one of them is ours; [] when the leader runs, nothing is left, or something there is not ours (warned)."""
-    if _state(record) != "gone":
+    if record is None or _state(record) != "gone":
         return []
-    assert record is not None
     members = _group_members(record.pid)
     problems = [p for p in (_member_problem(record, proc) for proc in members) if p]
     if problems:
