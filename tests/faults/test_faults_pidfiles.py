@@ -162,7 +162,12 @@ def test_genuine_record_still_stops(tmp_path):
     nothing else; nginx's rewritten command line is covered by every lifecycle test)."""
     pids = tmp_path / "pids"
     rec = procs.start(
-        "app", ["sleep", "300"], env=dict(os.environ), cwd=tmp_path, log_path=tmp_path / "a.log", pid_path=pids / "a.json"
+        "app",
+        ["sleep", "300"],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_path=tmp_path / "a.log",
+        pid_path=pids / "a.json",
     )
     loaded = procs.ProcRecord.load(pids / "a.json")
     assert loaded is not None and loaded.uid == os.geteuid() and loaded.exe.endswith("sleep")
