@@ -325,7 +325,7 @@ def test_promote_canary_undo_runs_every_step(stack_dir):
     assert not (pid_dir(stack_dir) / "app-canary.json").exists()
     canaries = [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("MODE") == "canary"
                 and (p.info["environ"] or {}).get(procs.MARKER) == str(pid_dir(stack_dir))]  # fmt: skip
-    assert canaries == []
+    assert canaries == [], r.stderr
     assert drift(manifest) == []
     finish_clean(stack_dir, manifest)
 

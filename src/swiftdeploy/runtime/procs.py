@@ -151,9 +151,10 @@ def _joined(cmdline: Sequence[str]) -> str:
 
 
 def identity_problem(record: ProcRecord, proc: object) -> str | None:
-    """Why the live process `proc` (psutil.Process) is not the one `record` describes, or None. Checks the owner
-    (uid) and the executable, and that its command line is the one recorded (nginx rewrites its own to `nginx:
-    master process <argv>`, so containing it counts)."""
+    """Why the live process `proc` (psutil.Process) is not the one `record` describes, or None. Its owner (uid) must
+    be the recorded one; then either its environment carries our marker for the record's pid folder (it survives
+    an exec: `sh -c 'exec app'`, `npm start`), or its executable and command line are the recorded ones (nginx
+    rewrites its environment, and its command line to `nginx: master process <argv>`, so containing it counts)."""
     import psutil
 
     assert isinstance(proc, psutil.Process)
@@ -167,6 +168,14 @@ def identity_problem(record: ProcRecord, proc: object) -> str | None:
     expected_uid = record.uid if record.uid >= 0 else os.geteuid()
     if uid != expected_uid:
         return f"it runs as uid {uid}, not uid {expected_uid}"
+    source = getattr(record, "source", "")
+    if source:
+        try:
+            marker = proc.environ().get(MARKER)
+        except (psutil.Error, OSError):
+            marker = None
+        if marker is not None and marker == str(Path(source).parent):
+            return None
     if record.exe and exe != record.exe:
         return f"it runs {exe}, not {record.exe}"
     live = _joined(cmdline)
@@ -329,6 +338,10 @@ def _member_problem(record: ProcRecord, proc: object) -> str | None:
     expected_uid = record.uid if record.uid >= 0 else os.geteuid()
     if uid != expected_uid:
         return f"pid {proc.pid} runs as uid {uid}, not uid {expected_uid}"
+    source = getattr(record, "source", "")
+    with contextlib.suppress(psutil.Error, OSError):
+        if source and proc.environ().get(MARKER) == str(Path(source).parent):
+            return None  # started by us for this pid folder (a child of the app)
     wanted = record.exe or (os.path.realpath(record.argv[0]) if record.argv and os.path.isabs(record.argv[0]) else "")
     if wanted and exe != wanted:
         return f"pid {proc.pid} runs {exe}, not {wanted}"
