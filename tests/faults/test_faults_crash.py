@@ -418,16 +418,32 @@ ROUND = ["deploy", "promote canary", "promote stable", "promote canary", "rollba
 SPAN = {"deploy": 2.5, "promote canary": 2.5, "promote stable": 4.0, "rollback": 1.5, "teardown": 1.5}
 
 
+KILLS_PER_STEP = 2
+
+
 def command_for(op: str) -> list[str]:
     if op == "promote stable":
-        return ["promote", "stable", "--window", "3"]
+        return ["promote", "stable", "--window", "2"]
     return op.split()
 
 
+def kill_at_random(manifest: Path, op: str, rng: random.Random) -> bool:
+    """Run `op` and SIGKILL it at a random instant within its usual duration; False when it finished first."""
+    run = spawn(manifest, *command_for(op))
+    try:
+        run.wait(timeout=rng.uniform(0.0, SPAN[op]))  # finished before its kill instant: nothing to kill
+        return False
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        return True
+
+
 def test_sigkill_loop(stack_dir):
-    """Kill the CLI at seeded random instants during every operation, then run the command that converges: it
-    succeeds, `init --check` is clean, nothing runs that no pid file names, and the last teardown leaves no process
-    and no port. Rounds of the six operations until 50 kills (SWIFTDEPLOY_LONG_FAULTS=1: 300)."""
+    """Kill the CLI at seeded random instants during every operation - twice in a row, so the second kill often
+    lands in the recovery of the first - then run the command that converges: it succeeds, `init --check` is clean,
+    nothing runs that no pid file names, and the last teardown leaves no process and no port. Rounds of the six
+    operations until 50 kills (SWIFTDEPLOY_LONG_FAULTS=1: 300)."""
     seed = int(os.environ.get("SWIFTDEPLOY_FAULTS_SEED", "14"))
     target = 300 if LONG else 50
     rng = random.Random(seed)
@@ -435,19 +451,14 @@ def test_sigkill_loop(stack_dir):
     m = load_manifest(manifest)
     started = time.monotonic()
     kills, runs, leaks, per_op = 0, 0, [], dict.fromkeys(SPAN, 0)
-    with background_traffic(m, rps=20, duration=300):
+    with background_traffic(m, rps=20, duration=300 if not LONG else 3600):
         while kills < target:
             for op in ROUND:
-                run = spawn(manifest, *command_for(op))
-                runs += 1
-                instant = rng.uniform(0.0, SPAN[op])
-                try:
-                    run.wait(timeout=instant)  # finished before its kill instant: nothing to kill
-                except subprocess.TimeoutExpired:
-                    run.send_signal(signal.SIGKILL)
-                    run.wait(timeout=10)
-                    kills += 1
-                    per_op[op] += 1
+                for _ in range(KILLS_PER_STEP):
+                    runs += 1
+                    if kill_at_random(manifest, op, rng):
+                        kills += 1
+                        per_op[op] += 1
                 # the command that converges: the same one again (promote stable after its manifest edit: deploy)
                 if op == "promote stable" and load_manifest(manifest).services.mode == "stable":
                     nxt = ["deploy", "--direct"]
