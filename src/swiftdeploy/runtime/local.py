@@ -223,7 +223,7 @@ class LocalRuntime:
         """Start the track's app (replacing a running one blue/green) and wait until it answers its health path."""
         service = service_of(m, track)
         pid_file = self.pid_path(m, service)
-        self._settle(m, service)  # what a killed earlier attempt left: adopted into nothing, stopped
+        self._settle(m, service)  # what a killed earlier attempt left of it is stopped first
         old = self.running(m, service)
         port = self._pick_port(m, track, old.port if old else None)
         progress(f"starting {service} on 127.0.0.1:{port}")
@@ -305,8 +305,8 @@ class LocalRuntime:
             rec = procs.ProcRecord.load(path)
             if rec is not None and (procs.is_running(rec) or procs.orphaned_group(rec)):
                 known.add(rec.pid)
-                known.update(procs._group_alive(rec.pid))
-            elif rec is None and path.exists() and (pid := procs._pid_in(path)):
+                known.update(procs.group_alive(rec.pid))
+            elif rec is None and path.exists() and (pid := procs.pid_named_in(path)):
                 known.add(pid)  # a refused file's process is left alone (warned)
         return known
 

@@ -110,7 +110,7 @@ class ProcRecord:
                 return record
         except (OSError, ValueError, TypeError, AttributeError):
             return None
-        pid = _pid_in(path)
+        pid = pid_named_in(path)
         warn(f"refused the pid file {path}" + (f" (pid {pid})" if pid else "") + f": {problem}; "
              "that process was left alone (remove the file once you checked it)")  # fmt: skip
         return None
@@ -123,7 +123,7 @@ class ProcRecord:
         return getattr(self, "source", "") or f"the record of {self.name}"
 
 
-def _pid_in(path: Path) -> int | None:
+def pid_named_in(path: Path) -> int | None:
     """The pid a refused file names, for the warning (read at most 4 KiB, never trusted)."""
     try:
         with open(path, "rb") as handle:
@@ -320,7 +320,7 @@ def _group_members(pgid: int) -> list[object]:
     return members
 
 
-def _group_alive(pgid: int) -> list[int]:
+def group_alive(pgid: int) -> list[int]:
     """Pids of live (non-zombie) processes in process group `pgid`."""
     return [proc.pid for proc in _group_members(pgid)]  # type: ignore[attr-defined]
 
@@ -382,7 +382,7 @@ def stop(record: ProcRecord | None, *, grace: float = 5.0) -> str:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(record.pid)
-        if not _alive(record) and not _group_alive(pgid):
+        if not _alive(record) and not group_alive(pgid):
             return "stopped"
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -390,7 +390,7 @@ def stop(record: ProcRecord | None, *, grace: float = 5.0) -> str:
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         _reap(record.pid)
-        if not _alive(record) and not _group_alive(pgid):
+        if not _alive(record) and not group_alive(pgid):
             break
         time.sleep(0.05)
     _CHILDREN.pop(record.pid, None)
@@ -416,13 +416,14 @@ def orphans(pids_dir: Path, known: set[int], *, nginx_cwd: Path | None = None) -
 
     found = []
     me = os.getpid()
+    nginx_dir = os.path.realpath(nginx_cwd) if nginx_cwd is not None else None  # what /proc/<pid>/cwd shows
     for proc in psutil.process_iter(["pid", "uids", "status", "name", "cwd"]):
         try:
             if proc.pid in known or proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             if proc.info["uids"] is None or proc.info["uids"].real != os.geteuid():
                 continue
-            if nginx_cwd is not None and proc.info["name"] == "nginx" and proc.info["cwd"] == str(nginx_cwd):
+            if nginx_dir is not None and proc.info["name"] == "nginx" and proc.info["cwd"] == nginx_dir:
                 found.append(proc.pid)
                 continue
             if proc.environ().get(MARKER) == str(pids_dir):
