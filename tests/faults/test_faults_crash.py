@@ -419,7 +419,7 @@ ROUND = ["deploy", "promote canary", "promote stable", "promote canary", "rollba
 SPAN = {"deploy": 2.0, "promote canary": 2.0, "promote stable": 3.5, "rollback": 1.0, "teardown": 1.0}
 
 
-KILLS_PER_STEP = 2
+KILLS_PER_STEP = 3
 
 
 def command_for(op: str) -> list[str]:
@@ -461,8 +461,8 @@ def kill_at_random(manifest: Path, op: str, rng: random.Random) -> bool:
 
 
 def test_sigkill_loop(stack_dir):
-    """Kill the CLI at seeded random instants during every operation - twice in a row, so the second kill often
-    lands in the recovery of the first - then run the command that converges: it succeeds, `init --check` is clean,
+    """Kill the CLI at seeded random instants during every operation - three times in a row, so a later kill often
+    lands in the recovery of an earlier one - then run the command that converges: it succeeds, `init --check` is clean,
     nothing runs that no pid file names, and the last teardown leaves no process and no port. Rounds of the six
     operations until 50 kills (SWIFTDEPLOY_LONG_FAULTS=1: 300)."""
     seed = int(os.environ.get("SWIFTDEPLOY_FAULTS_SEED", "14"))
