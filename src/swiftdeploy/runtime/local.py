@@ -459,7 +459,6 @@ class LocalRuntime:
     def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         find_nginx()
         m.state_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
         tracks: list[Track] = ["stable", "canary"] if m.services.mode == "canary" else ["stable"]
         self._settle_nginx(m)  # a master-less nginx (workers serving, ports held): stopped, started again below
         for service in (service_of(m, "stable"), m.canary_name):
@@ -469,6 +468,7 @@ class LocalRuntime:
             procs.warn(f"stopped pid {', '.join(map(str, orphans))}: started for this stack by a swiftdeploy run "
                        "that was interrupted before recording them")  # fmt: skip
             procs.kill_pids(orphans, grace=self.grace)
+        deadline = time.monotonic() + timeout  # the recovery above is not part of the health wait
         nginx_running = self.running(m, NGINX) is not None
         if not nginx_running:
             self._require_listener_ports(m)  # first, so a taken port fails before any app starts
