@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import OperationFailed
-from .fsutil import Refused, atomic_write, read_bounded, refuse_symlink
+from .fsutil import Refused, atomic_write, read_bounded, refuse_symlink, remove_stale_tmp
 
 MAX_GENERATED_BYTES = 16 * 1024 * 1024  # a file on disk longer than this is not one of ours
 
@@ -70,9 +70,11 @@ def plan(m: Manifest) -> list[Change]:
 
 
 def write(m: Manifest, changes: list[Change] | None = None) -> list[Path]:
-    """Write the files whose text changed (atomic: temp file + rename). Returns the paths written."""
+    """Write the files whose text changed (atomic: temp file + rename). Returns the paths written. The temp files a
+    killed earlier write left beside any of them are removed (`fsutil.remove_stale_tmp`)."""
     written = []
     for change in plan(m) if changes is None else changes:
+        remove_stale_tmp(change.path)
         if change.changed:
             atomic_write(change.path, change.new)
             written.append(change.path)

@@ -111,6 +111,7 @@ class Operation:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.result.seconds = time.monotonic() - self._started
         self._unwatch_sigint()
+        self._runtime_warnings()
         interrupted = None
         try:
             if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, OperationInterrupted):
@@ -214,7 +215,15 @@ class Operation:
     def lock(self) -> Any:
         return self._lock
 
+    def _runtime_warnings(self) -> None:
+        """Say what the runtime refused or recovered (a forged pid file, an orphan it stopped: runtime/procs.py)."""
+        from ..runtime import procs
+
+        for message in procs.take_warnings():
+            self.warn(message)
+
     def progress(self, message: str) -> None:
+        self._runtime_warnings()
         if not getattr(message, "transient", False):  # a ticker line (the canary watch) is not a step
             self._step = message
         if self._progress is not None:
@@ -271,36 +280,84 @@ def edited_manifest(m: Manifest, values: Mapping[tuple[str, ...], Any]) -> tuple
 
 
 class FileTxn:
-    """Writes the edited manifest and its generated files; `rollback()` restores both exactly as they were."""
+    """Writes the edited manifest and its generated files; `rollback()` restores both exactly as they were.
+
+    `commit` checks first that the manifest is still the one the operation loaded (`expect_sha256`: nothing is
+    written otherwise), then writes the manifest and every changed generated file inside its own undo scope: when
+    any write fails (a full disk), everything already written is put back before the error is raised."""
 
     def __init__(self, m_old: Manifest, values: Mapping[tuple[str, ...], Any]) -> None:
         self.m_old = m_old
         self.values = values
         self.old_text, self.new_text, self.m_new = edited_manifest(m_old, values)
         self._changes: list[Change] = []
+        self._written: list[Change] = []
         self._manifest_written = False
 
     def commit(self) -> list[Path]:
         from .. import generate
+        from ..fsutil import atomic_write
         from ..manifest.edit import set_values
 
-        self._changes = [c for c in generate.plan(self.m_new) if c.changed]
-        written = generate.write(self.m_new, self._changes)
-        set_values(self.m_old.source_path, self.values, expect_sha256=self.m_old.sha256)
-        self._manifest_written = True
-        return written
+        self._changes = [c for c in generate.plan(self.m_new) if c.changed]  # rendered before anything is written
+        try:
+            set_values(self.m_old.source_path, self.values, expect_sha256=self.m_old.sha256)  # checks, then writes
+            self._manifest_written = True
+            for change in self._changes:
+                atomic_write(change.path, change.new)
+                self._written.append(change)
+        except BaseException as exc:
+            problems = self._restore()
+            if problems and isinstance(exc, SwiftDeployError):
+                exc.message += f"; restoring the files also failed: {'; '.join(problems)}"
+            raise
+        return [change.path for change in self._written]
 
     def rollback(self) -> None:
+        """Put back the manifest and every generated file this transaction wrote; OperationFailed naming each file
+        that could not be restored (every one is tried)."""
+        problems = self._restore()
+        if problems:
+            raise OperationFailed(
+                "could not restore " + "; ".join(problems),
+                hint="free the disk, then `swiftdeploy init` rewrites the generated files from the manifest",
+            )
+
+    def _restore(self) -> list[str]:
         from ..fsutil import atomic_write
         from ..manifest.edit import restore
 
+        problems = []
         if self._manifest_written:
-            restore(self.m_old.source_path, self.old_text)
-        for change in self._changes:
-            if change.old is None:
-                change.path.unlink(missing_ok=True)
-            else:
-                atomic_write(change.path, change.old)
+            try:
+                restore(self.m_old.source_path, self.old_text)
+                self._manifest_written = False
+            except OSError as exc:
+                problems.append(f"{self.m_old.source_path}: {exc.strerror or exc}")
+        failed = []
+        for change in reversed(self._written):
+            try:
+                if change.old is None:
+                    change.path.unlink(missing_ok=True)
+                else:
+                    atomic_write(change.path, change.old)
+            except OSError as exc:
+                problems.append(f"{change.path}: {exc.strerror or exc}")
+                failed.append(change)
+        self._written = failed
+        return problems
+
+
+def run_all(op: Operation, steps: list[tuple[str, Callable[[], Any]]]) -> list[str]:
+    """Run every step of an undo even when one fails; the failures, each as "<step>: <error>"."""
+    problems = []
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - every step runs; each failure is reported
+            text = exc.message if isinstance(exc, SwiftDeployError) else f"{type(exc).__name__}: {exc}"
+            problems.append(f"{what}: {text}")
+    return problems
 
 
 # --- admin listener HTTP --------------------------------------------------------------------------------------

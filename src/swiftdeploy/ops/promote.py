@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, OperationFailed
-from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json
+from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json, run_all
 
 
 def _require_healthy(op: Operation, service: str, what: str, fix: str) -> None:
@@ -49,21 +49,35 @@ def promoted_values(m: Any) -> dict[tuple[str, ...], Any]:
 
 
 def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool, timeout: float = 60.0) -> None:
-    """Best effort after a failed promotion: restore files, then make the runtime match them again.
+    """Best effort after a failed promotion: restore files, then make the runtime match them again. Every step
+    runs even when an earlier one fails (a nginx that cannot reload still gets its canary stopped); each failure is
+    one warning.
 
     stop_canary (promote canary): stable-only config, then the canary goes. Otherwise (promote stable) the runtime
     converges to the restored manifest: a stable app that was already replaced (docker recreates in place) comes
     back on the old version while nginx still hands every request to the canary; an untouched one keeps running
     (local: blue/green never stopped it). Then nginx splits again."""
-    txn.rollback()
+    steps: list[tuple[str, Any]] = [("restoring the manifest and the generated files", txn.rollback)]
+    if stop_canary:
+        steps += [
+            ("pointing nginx back at stable", lambda: op.runtime.reload_proxy(op.m)),  # the old manifest
+            (f"stopping {op.m.canary_name}", lambda: op.runtime.stop_track(op.m, "canary")),
+        ]
+    else:
+        steps.append(("converging to the restored manifest", lambda: op.runtime.up(op.m, timeout=timeout,
+                                                                                  progress=op.progress)))  # fmt: skip
+    for problem in run_all(op, steps):
+        # the original error is what the person must see first: these are warnings
+        op.warn(f"could not undo every step after the failure: {problem}; run `swiftdeploy deploy` to converge")
+
+
+def _routes_to_canary(op: Operation) -> bool:
+    """Does the running nginx route to the canary? Its admin listener's /canary/healthz reaches the canary app
+    (mode canary) only with the canary-mode config loaded; the stable-mode config answers 503 there."""
     try:
-        if stop_canary:
-            op.runtime.reload_proxy(op.m)  # the old manifest: stable only
-            op.runtime.stop_track(op.m, "canary")
-        else:
-            op.runtime.up(op.m, timeout=timeout, progress=op.progress)
-    except Exception as exc:  # noqa: BLE001 - the original error is what the person must see first
-        op.warn(f"could not restore the runtime after the failure: {exc}; run `swiftdeploy deploy` to converge")
+        return _track_answer(op.m, "canary").get("mode") == "canary"
+    except OperationFailed:
+        return False
 
 
 def promote_canary(manifest_path: Path | str, progress: Progress | None = None, timeout: float = 60.0) -> OpResult:
@@ -77,7 +91,24 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
         result.mode_from, result.mode_to = m.services.mode, "canary"
         canary_running = op.runtime.health(m).get(m.canary_name)
         if m.services.mode == "canary" and canary_running is not None and canary_running.healthy:
-            result.message = f"{m.canary_name} already runs ({m.canary_image}, {m.canary_version}); nothing to do"
+            if _routes_to_canary(op):
+                result.message = f"{m.canary_name} already runs ({m.canary_image}, {m.canary_version}); nothing to do"
+                op.snapshot_services()
+                return result
+            # A run killed between "canary healthy" and "nginx reloaded": the canary runs, nginx does not send it
+            # anything. Reload, and check again.
+            op.warn(f"{m.canary_name} runs but nginx does not route to it (an interrupted promote canary): reloading")
+            op.progress(f"splitting public traffic: {m.canary.weight}% to the canary")
+            op.runtime.reload_proxy(m)
+            if not _routes_to_canary(op):
+                raise OperationFailed(
+                    f"nginx does not route to {m.canary_name} even after a reload",
+                    hint="see `swiftdeploy ps` and the nginx error log; `swiftdeploy rollback` gives up on the canary",
+                )
+            result.message = (
+                f"{m.canary_name} ({m.canary_image}, {m.canary_version}) already ran; nginx now "
+                f"sends it {m.canary.weight}% of public traffic"
+            )
             op.snapshot_services()
             return result
         fields = {"target": "canary", "image": m.canary_image, "version": m.canary_version}

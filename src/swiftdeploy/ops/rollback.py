@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable
+from ..fsutil import remove_stale_tmp
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
 
 NOT_RUNNING = ": not running"  # the end of a `Runtime.down` line for a service that was already gone
@@ -54,6 +55,8 @@ def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress 
     gone, so the next deploy starts stable alone). `clean`: also delete the generated files and the state folder
     (history.jsonl stays: it is the audit trail); without a reachable engine it still deletes them, then fails
     saying what it could not stop."""
+    from .. import generate
+
     with Operation(manifest_path, "teardown", progress) as op:
         m, result = op.m, op.result
         result.mode_from = m.services.mode
@@ -70,6 +73,10 @@ def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress 
                 op.progress("setting services.mode: stable in the manifest (the canary was torn down)")
                 txn = FileTxn(m, {("services", "mode"): "stable"})
                 result.generated = [str(p) for p in txn.commit()]
+            elif not clean:
+                # an earlier run killed between its manifest edit and its generated files: they follow the manifest
+                stale = [c for c in generate.plan(m) if c.changed and c.old is not None]
+                result.generated = [str(p) for p in generate.write(m, stale)]
             result.mode_to = "stable"
             removed = _clean(op) if clean else []
             if unreachable is not None:
@@ -79,8 +86,11 @@ def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress 
                     hint="once the engine answers, `swiftdeploy init` then `swiftdeploy teardown --clean` removes "
                     "what is left of the stack (its containers restart with the engine)",
                 )
-        result.message = _teardown_message(len(stopped), len(result.details) - len(stopped), m.services.mode, removed)
-        if stopped or removed or m.services.mode == "canary":
+        rewritten = len(result.generated) if m.services.mode != "canary" else 0
+        result.message = _teardown_message(
+            len(stopped), len(result.details) - len(stopped), m.services.mode, removed, rewritten
+        )
+        if stopped or removed or m.services.mode == "canary" or result.generated:
             mode = {"mode_from": "canary", "mode_to": "stable"} if m.services.mode == "canary" else {}
             op.event("teardown", clean=clean, stopped=result.details, removed=removed, **mode)
         return result
@@ -99,6 +109,10 @@ def _clean(op: Operation) -> list[str]:
             path.unlink()
             removed.append(str(path))
     bundle = m.out_dir / "policy-bundle"
+    # the temp files of writes a killed run never finished (manifest, generated files, bundle, state)
+    folders = {m.base_dir, m.out_dir, m.state_dir, bundle, *(p for p in bundle.rglob("*") if p.is_dir())}
+    for folder in sorted(folders):
+        removed += [str(path) for path in remove_stale_tmp(folder, every_file=True)]
     for folder in [*sorted((p for p in bundle.rglob("*") if p.is_dir()), reverse=True), bundle]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty (system/ first): a person's own files there stay
@@ -111,7 +125,7 @@ def _clean(op: Operation) -> list[str]:
     return removed
 
 
-def _teardown_message(stopped: int, stale: int, mode: str, removed: list[str]) -> str:
+def _teardown_message(stopped: int, stale: int, mode: str, removed: list[str], rewritten: int = 0) -> str:
     parts = []
     if stopped:
         parts.append(f"stopped {stopped} process(es)/container(s)")
@@ -121,6 +135,8 @@ def _teardown_message(stopped: int, stale: int, mode: str, removed: list[str]) -
         parts.append("manifest mode set back to stable")
     if removed:
         parts.append("generated files and state removed")
+    if rewritten:
+        parts.append(f"rewrote {rewritten} generated file(s) that did not match the manifest (an interrupted run)")
     if not parts:
         return "nothing to tear down: no process or container of this stack was running; nothing was changed"
     return "; ".join(parts)

@@ -154,13 +154,13 @@ class LocalRuntime:
 
     # --- apps --------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _pick_port(m: Manifest, track: Track, running_on: int | None) -> int:
+    def _pick_port(self, m: Manifest, track: Track, running_on: int | None) -> int:
         """The track's first port, or its second one while the running app holds the first (blue/green). A taken
-        port is an error naming its holder: the ports are a promise of the manifest (docs/operations.md)."""
+        port is an error naming its holder: the ports are a promise of the manifest (docs/operations.md) - unless
+        the holder is our own orphan (`_reclaim_port`), which is stopped, saying so."""
         first, second = local_app_ports(m, track)
         port = second if running_on == first else first
-        if not procs.port_free(port):
+        if not procs.port_free(port) and not self._reclaim_port(m, port):
             offset = port - m.services.port
             field = f"services.port + {offset}, the {track} app's port" if offset else "services.port"
             raise OperationFailed(
@@ -203,6 +203,7 @@ class LocalRuntime:
             )
 
         _poll_healthy(rec, app_health_url(m, rec.port or 0), timeout, 0.1, exited, timed_out)
+        procs.observe_healthy(rec)  # what it runs once it answers (a command that execs another program)
 
     @staticmethod
     def _log_excerpt(log: str, n: int = 8) -> str:
@@ -222,6 +223,7 @@ class LocalRuntime:
         """Start the track's app (replacing a running one blue/green) and wait until it answers its health path."""
         service = service_of(m, track)
         pid_file = self.pid_path(m, service)
+        self._settle(m, service)  # what a killed earlier attempt left of it is stopped first
         old = self.running(m, service)
         port = self._pick_port(m, track, old.port if old else None)
         progress(f"starting {service} on 127.0.0.1:{port}")
@@ -244,9 +246,86 @@ class LocalRuntime:
             pid_file.with_name(f"{service}.retiring.json").unlink(missing_ok=True)
 
     def stop_track(self, m: Manifest, track: Track) -> None:
+        """Stop the track's app, and what an interrupted start or switch left of it (`.next` / `.retiring`)."""
         service = service_of(m, track)
-        procs.stop(self.record(m, service), grace=self.grace)
-        self.pid_path(m, service).unlink(missing_ok=True)
+        pid_file = self.pid_path(m, service)
+        for path in (pid_file.with_name(f"{service}.next.json"), pid_file.with_name(f"{service}.retiring.json"),
+                     pid_file):  # fmt: skip
+            rec = procs.ProcRecord.load(path)
+            if rec is not None or not path.exists():
+                procs.stop(rec, grace=self.grace)
+                path.unlink(missing_ok=True)
+
+    # --- recovery: what a run killed half-way left ------------------------------------------------------------
+
+    def _settle(self, m: Manifest, service: str) -> None:
+        """Before (re)starting `service`: a `.next` record is a start that never finished (its process got no
+        traffic yet): stopped. A `.retiring` record is a blue/green switch that never finished: nginx is pointed at
+        the current record, then the old process is stopped. Both are said as warnings."""
+        pid_file = self.pid_path(m, service)
+        current = self.record(m, service)
+        for kind in ("next", "retiring"):
+            path = pid_file.with_name(f"{service}.{kind}.json")
+            rec = procs.ProcRecord.load(path)
+            if rec is None:
+                if not path.exists():
+                    continue
+                if procs.file_problem(path) is not None:
+                    continue  # refused (warned): left alone, file and process
+            elif current is None or rec.pid != current.pid:
+                if procs.is_running(rec) or procs.orphaned_group(rec):
+                    what = "a start" if kind == "next" else "a blue/green switch"
+                    if kind == "retiring" and procs.is_running(current) and self.running(m, NGINX):
+                        try:
+                            self.reload_proxy(m)
+                        except OperationFailed as exc:
+                            procs.warn(f"could not point nginx away from {service} (pid {rec.pid}): {exc.message}")
+                    procs.warn(f"stopped {service} (pid {rec.pid}, {path.name}) left by {what} that was interrupted")
+                procs.stop(rec, grace=self.grace)
+            path.unlink(missing_ok=True)
+
+    def _settle_nginx(self, m: Manifest) -> bool:
+        """A nginx whose master is gone (SIGKILL) while its workers still serve and hold the ports: stop those
+        workers (checked to be ours) and forget the record, so nginx is started again. True when it did."""
+        rec = self.record(m, NGINX)
+        workers = procs.orphaned_group(rec)
+        if rec is None or not workers:
+            return False
+        procs.warn(f"nginx's master (pid {rec.pid}) is gone but its workers (pid {', '.join(map(str, workers))}) "
+                   "still held its ports: stopped them; nginx is started again")  # fmt: skip
+        procs.stop(rec, grace=self.grace)
+        self.pid_path(m, NGINX).unlink(missing_ok=True)
+        return True
+
+    def _known_pids(self, m: Manifest) -> set[int]:
+        """Pids of every verified live record in the pid folder (with their process groups: nginx workers)."""
+        folder = m.state_dir / "pids"
+        known: set[int] = set()
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            rec = procs.ProcRecord.load(path)
+            if rec is not None and (procs.is_running(rec) or procs.orphaned_group(rec)):
+                known.add(rec.pid)
+                known.update(procs.group_alive(rec.pid))
+            elif rec is None and path.exists() and (pid := procs.pid_named_in(path)):
+                known.add(pid)  # a refused file's process is left alone (warned)
+        return known
+
+    def _orphans(self, m: Manifest) -> list[int]:
+        return procs.orphans(m.state_dir / "pids", self._known_pids(m), nginx_cwd=m.state_dir)
+
+    def _reclaim_port(self, m: Manifest, port: int) -> bool:
+        """A taken port held by our own orphan (a process we started for this state folder that no record names:
+        a run killed between starting and recording it): stop it, say so, and True when the port is free again."""
+        holder = procs.port_holder_pid(port)
+        if holder is None or holder not in self._orphans(m):
+            return False
+        what = procs.port_holder(port) or f"pid {holder}"
+        procs.warn(f"port {port} was held by {what}, left running by an interrupted swiftdeploy run: stopped it")
+        procs.kill_pids([holder], grace=self.grace)
+        deadline = time.monotonic() + 5.0
+        while not procs.port_free(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return procs.port_free(port)
 
     # --- nginx -------------------------------------------------------------------------------------------------
 
@@ -300,19 +379,19 @@ class LocalRuntime:
             candidate.unlink(missing_ok=True)
         return conf
 
-    @staticmethod
-    def _require_listener_ports(m: Manifest) -> None:
-        """OperationFailed naming the holder when nginx's public or admin port is taken."""
+    def _require_listener_ports(self, m: Manifest) -> None:
+        """OperationFailed naming the holder when nginx's public or admin port is taken (by anything but our own
+        orphan, which is stopped: `_reclaim_port`)."""
         for port, field in ((m.nginx.port, "nginx.port"), (m.nginx.admin_port, "nginx.admin_port")):
-            if not procs.port_free(port):
+            if not procs.port_free(port) and not self._reclaim_port(m, port):
                 raise OperationFailed(
                     procs.describe_port_in_use(port, field),
                     hint=f"stop that program or change {field} in the manifest",
                 )
 
-    def _start_nginx(self, m: Manifest, timeout: float) -> procs.ProcRecord:
+    def _start_nginx(self, m: Manifest, timeout: float, *, all_to_canary: bool = False) -> procs.ProcRecord:
         self._require_listener_ports(m)
-        conf = self._write_checked_conf(m)
+        conf = self._write_checked_conf(m, all_to_canary=all_to_canary)
         rec = procs.start(
             NGINX,
             self.nginx_argv(m, conf),
@@ -343,11 +422,16 @@ class LocalRuntime:
 
         url = f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz"
         _poll_healthy(rec, url, min(timeout, 15.0), 0.05, exited, timed_out)
+        procs.observe_healthy(rec)
 
     def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
         import psutil
 
         rec = self.running(m, NGINX)
+        if rec is None and self._settle_nginx(m):
+            # its workers were serving the old config without a master: a fresh nginx on the new one
+            self._start_nginx(m, 15.0, all_to_canary=all_to_canary)
+            return
         if rec is None:
             raise OperationFailed("nginx is not running", hint="run `swiftdeploy deploy` to start the stack")
         try:
@@ -375,8 +459,16 @@ class LocalRuntime:
     def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         find_nginx()
         m.state_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
         tracks: list[Track] = ["stable", "canary"] if m.services.mode == "canary" else ["stable"]
+        self._settle_nginx(m)  # a master-less nginx (workers serving, ports held): stopped, started again below
+        for service in (service_of(m, "stable"), m.canary_name):
+            self._settle(m, service)
+        orphans = self._orphans(m)  # ours, but no record names them: a run killed right after starting them
+        if orphans:
+            procs.warn(f"stopped pid {', '.join(map(str, orphans))}: started for this stack by a swiftdeploy run "
+                       "that was interrupted before recording them")  # fmt: skip
+            procs.kill_pids(orphans, grace=self.grace)
+        deadline = time.monotonic() + timeout  # the recovery above is not part of the health wait
         nginx_running = self.running(m, NGINX) is not None
         if not nginx_running:
             self._require_listener_ports(m)  # first, so a taken port fails before any app starts
@@ -418,10 +510,19 @@ class LocalRuntime:
         records.sort(key=lambda item: item[1] is None or item[1].name != NGINX)
         lines = []
         for path, rec in records:
+            if rec is None and procs.file_problem(path) is not None:
+                lines.append(f"{path.name}: refused, left alone (see the warning)")
+                continue
             outcome = procs.stop(rec, grace=self.grace) if rec else "unreadable pid file"
             if rec is not None:
                 lines.append(f"{rec.name} (pid {rec.pid}): {outcome}")
-            path.unlink(missing_ok=True)
+            if outcome != "refused":
+                path.unlink(missing_ok=True)
+        # What no record names but is ours (a run killed between starting a process and recording it).
+        orphans = self._orphans(m) if m.state_dir.is_dir() else []
+        if orphans:
+            procs.kill_pids(orphans, grace=self.grace)
+            lines += [f"pid {pid} (ours, not recorded): stopped" for pid in orphans]
         return lines
 
     def health(self, m: Manifest) -> dict[str, ServiceHealth]:
@@ -434,6 +535,10 @@ class LocalRuntime:
             if not procs.is_running(rec):
                 code = procs.exit_code(rec)
                 detail = f"not running (pid {rec.pid} exited" + (f" with code {code})" if code is not None else ")")
+                if service == NGINX and (workers := procs.orphaned_group(rec)):
+                    pids = ", ".join(map(str, workers))
+                    detail = (f"master process (pid {rec.pid}) is gone; its workers (pid {pids}) still serve "
+                              "without it (`swiftdeploy deploy` restarts nginx)")  # fmt: skip
                 result[service] = ServiceHealth(service, False, False, detail, rec.pid, rec.port)
                 continue
             url = (

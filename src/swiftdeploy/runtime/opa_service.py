@@ -75,7 +75,7 @@ def start(runtime: LocalRuntime, m: Manifest, *, timeout: float = 30.0, progress
             progress(f"restarting opa (pid {current.pid}): the policy bundle changed")
             procs.stop(current, grace=runtime.grace)
             pid_file.unlink(missing_ok=True)
-        if not procs.port_free(m.opa.port):
+        if not procs.port_free(m.opa.port) and not runtime._reclaim_port(m, m.opa.port):  # our orphan: stopped
             raise OperationFailed(
                 procs.describe_port_in_use(m.opa.port, "opa.port"),
                 hint="stop that program or change opa.port in the manifest (swiftdeploy asks only its own OPA)",
