@@ -334,7 +334,7 @@ def test_cli_audit_charts_by_time_with_gaps_legend_and_few_labels(tmp_path: Path
     ("section", "message"),
     [
         ("history: {max_mb: 0}", "history.max_mb: Input should be greater than 0"),
-        ("history: {max_mb: true}", "history.max_mb: Input should be a valid number"),
+        ("history: {max_mb: true}", "history.max_mb: must be a number, not true"),
         ("history: {keep: 0}", "history.keep: Input should be greater than or equal to 1"),
         ('history: {keep: "3"}', 'history.keep: must be an integer, not the string "3": remove the quotes'),
         ("history: {status_every: 0}", "history.status_every: duration 0 must be greater than 0"),
