@@ -1,7 +1,7 @@
 """File helpers shared by every writer and reader: atomic replace, so a crash never leaves a half-written file;
 bounded reads of regular files only, so a FIFO, a device or a huge file never hangs or floods a reader; and the
-project-path rule (`inside`, `refuse_symlink`): swiftdeploy writes only inside the manifest's folder and follows
-no symbolic link it did not make (docs/manifest.md#limits).
+`refuse_symlink` of the project-path rule (manifest/paths.py): swiftdeploy follows no symbolic link in the
+project (docs/manifest.md#limits).
 
 The temp file of a write is `.<name>.<pid>-<random>.tmp` beside its target. A writer killed between creating it and
 the rename leaves it behind; the next write of the same file removes every such file whose writer is gone
@@ -60,11 +60,6 @@ def read_bounded(path: Path | str, limit: int, *, what: str = "file") -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Whether `path`, with every symbolic link resolved, is `root` or inside it (root resolved too)."""
-    return path.resolve().is_relative_to(root.resolve())
 
 
 def refuse_symlink(path: Path, what: str) -> None:
