@@ -344,8 +344,11 @@ class LocalRuntime:
         url = f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz"
         _poll_healthy(rec, url, min(timeout, 15.0), 0.05, exited, timed_out)
 
-    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False, weight: int | None = None) -> None:
         import psutil
+
+        if weight is not None:
+            m = m.with_canary_weight(weight)
 
         rec = self.running(m, NGINX)
         if rec is None:
