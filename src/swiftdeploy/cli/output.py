@@ -589,7 +589,7 @@ def run_rollout(operation: Callable[..., OpResult], path: Path, *, json_out: boo
 
     from rich.markup import escape
 
-    from ..errors import OperationInterrupted, PolicyBlocked
+    from ..errors import OperationInterrupted, PolicyBlocked, RolloutPaused
 
     console = err()
     view = RolloutView("rollout")
@@ -641,7 +641,8 @@ def run_rollout(operation: Callable[..., OpResult], path: Path, *, json_out: boo
         if exc.decision is None:
             raise
         print_decision(exc.decision, console)
-        raise type(exc)(blocked_message(exc.decision), decision=exc.decision, hint=exc.hint) from exc
+        message = exc.message if isinstance(exc, RolloutPaused) else blocked_message(exc.decision)
+        raise type(exc)(message, decision=exc.decision, hint=exc.hint) from exc
     except OperationInterrupted as exc:
         failed(exc)
         interrupted(exc.message)

@@ -274,6 +274,6 @@ def roll_back_aborted(op: Any, m: Any, exc: OperationAborted, watch: AbortWatch,
     with no_sigint():
         remove_canary(op, m)
     done = f"{m.canary_name} removed, all traffic on stable ({m.services.version})"
-    op.event(event, by=req.by, at=req.at, **fields)
+    op.event(event, by=req.by, requested_at=req.at, **fields)
     watch.answer(req, done)
     exc.message = f"{op.name.replace('_', ' ')} {req.describe()}: {done}"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, OperationAborted, OperationFailed, PolicyBlocked, RolloutPaused
-from .abort import AbortWatch, no_sigint, roll_back_aborted
+from .abort import AbortWatch, no_sigint
 from .base import Operation, OpResult, Progress
 
 RECORD_FILE = "rollout.json"
@@ -206,6 +206,7 @@ class _Run:
         from .rollback import remove_canary
 
         with no_sigint():
+            self.op.progress(f"rolling the canary back ({reason}) at step {self.step + 1} ({self.weight}%)")
             remove_canary(self.op, self.m_canary)
             clear_record(self.m)
             self.m_canary = None
@@ -272,10 +273,7 @@ def rollout(
             op.progress(f"all {len(run.steps)} steps allowed: promoting {m.canary_name} to stable")
             m_new = _promote(run, timeout)
         except OperationAborted as exc:
-            if run.m_canary is not None and not run.promoting:
-                roll_back_aborted(op, run.m_canary, exc, run.watch, "rollout_aborted", **run.position(), **fields)
-                clear_record(m)
-                run.stream("rollout_aborted", by=exc.request.by, at=exc.request.at, **run.position(), **fields)
+            _aborted(run, exc, fields)
             raise
         except PolicyBlocked:
             raise  # handled where the step's verdict was given
@@ -441,6 +439,21 @@ def _failed(run: _Run, exc: Exception, fields: dict[str, Any]) -> None:
     run.event("rollout_failed", error=error, rolled_back=rolled_back, **run.position(), **fields)
 
 
+def _aborted(run: _Run, exc: OperationAborted, fields: dict[str, Any]) -> None:
+    """`swiftdeploy abort` asked: the canary rolled back (Ctrl-C waits for it), rollout_aborted recorded with who
+    asked and when, the request answered; `exc` says what was done."""
+    req = exc.request
+    where = run.position()
+    if run.m_canary is not None:
+        run.roll_back("aborted")
+        done = f"{run.m.canary_name} removed at step {where['step']} ({where['weight']}%), all traffic on stable"
+    else:
+        done = f"stopped before {run.m.canary_name} took traffic; nothing to roll back"
+    run.event("rollout_aborted", by=req.by, requested_at=req.at, **where, **fields)
+    run.watch.answer(req, done)
+    exc.message = f"rollout {req.describe()}: {done} ({run.m.services.version})"
+
+
 def _interrupted(run: _Run, pause: bool) -> None:
     """Ctrl-C during the steps: roll back (Ctrl-C again waits for it), or with `pause` keep the canary at this
     step's weight and record the pause; Operation then records rollout_interrupted and raises (exit 130)."""
@@ -494,7 +507,7 @@ def abort_paused(manifest_path: Path | str, progress: Progress | None = None) ->
         else:
             done = "no canary was running any more"
         clear_record(m)
-        op.event("rollout_aborted", by=by, at=at, state=record.state if record else "untrusted", **where)
+        op.event("rollout_aborted", by=by, requested_at=at, state=record.state if record else "untrusted", **where)
         if m.services.mode == "canary" or m.canary_name in states:
             op.event("rollout_rolled_back", reason="aborted", mode_from="canary", mode_to="stable",
                      image=m.services.image, version=m.services.version, **where)  # fmt: skip
