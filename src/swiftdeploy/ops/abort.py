@@ -1,5 +1,5 @@
 """`swiftdeploy abort`: stop a running `rollout` or `promote stable` from another terminal, or end a paused rollout
-(docs/operations.md#abort).
+(docs/operations.md#progressive-delivery).
 
 The running operation holds the lock, so `abort` does not wait for it: it writes an abort request, the file
 `<state folder>/abort.json` (atomically; naming who asked, when, and the pid of the holder it is meant for). The
