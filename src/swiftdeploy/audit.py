@@ -537,10 +537,11 @@ def _section(
 
 
 def _rollouts(r: AuditReport) -> list[str]:
-    """`## Rollouts`: per `rollout` run, its steps on a timeline (weight, verdict, the evidence at each step)."""
+    """`## Rollouts`: per `rollout` run, its steps on a timeline (weight, verdict, the evidence at each step); no
+    section when the history holds no rollout."""
     out = ["## Rollouts", ""]
     if not r.rollouts:
-        return [*out, "_No rollouts recorded._", ""]
+        return []
     if r.rollouts_total > len(r.rollouts):
         out += [f"_… {r.rollouts_total - len(r.rollouts)} earlier rollouts not shown (last {ROLLOUTS_MAX} kept)._", ""]
     for run in r.rollouts:

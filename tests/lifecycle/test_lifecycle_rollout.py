@@ -32,6 +32,9 @@ from swiftdeploy.ops.rollout import read_record, record_path
 
 # An allow needs few clean canary requests (20 % counts as bad, 10 at least); a deny needs the usual confidence.
 FAST = {"bad_error_rate_percent": 20, "bad_slow_percent": 20, "min_requests": 10}
+# One connection per request: a request without an answer is then the stack's doing, never the keep-alive race of a
+# graceful reload that a pooled client can hit (docs/operations.md#track-changes-without-dropping-requests).
+ONE_PER_REQUEST = {"Connection": "close"}
 
 
 def rollout_manifest(folder: Path, *, steps: str = "[10, 25, 50]", analysis: str = "{max_step_seconds: 30}",
@@ -134,7 +137,7 @@ def assert_none_lost(sent: dict[str, Any]) -> None:
 def test_healthy_three_step_rollout_completes_and_loses_no_request(stack_dir):
     manifest = rollout_manifest(stack_dir)
     deploy(manifest)
-    with background_traffic(load_manifest(manifest), rps=40, duration=150) as sent:
+    with background_traffic(load_manifest(manifest), rps=40, duration=150, headers=ONE_PER_REQUEST) as sent:
         r = cli(manifest, "rollout", "--json", timeout=200)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]  # JSON Lines: every line one object
@@ -178,7 +181,7 @@ def test_error_canary_at_step_2_is_rolled_back_automatically(stack_dir):
     # Each step needs 60 clean canary requests: step 2 (25 % of 40 req/s) takes seconds, time to break it.
     manifest = rollout_manifest(stack_dir, min_requests=60)
     deploy(manifest)
-    with background_traffic(load_manifest(manifest), rps=40, duration=150) as sent:
+    with background_traffic(load_manifest(manifest), rps=40, duration=150, headers=ONE_PER_REQUEST) as sent:
         run = Background(manifest, "rollout", "--json")
         run.wait_for(lambda x: x.get("event") == "rollout_step" and x["step"] == 2)
         r = cli(manifest, "chaos", "error", "--rate", "0.5")
@@ -204,7 +207,7 @@ def test_abort_from_a_second_process_rolls_a_running_rollout_back(stack_dir):
     # 400 clean canary requests per step: step 1 cannot finish before the abort.
     manifest = rollout_manifest(stack_dir, min_requests=400, analysis="{max_step_seconds: 120}")
     deploy(manifest)
-    with background_traffic(load_manifest(manifest), rps=40, duration=120) as sent:
+    with background_traffic(load_manifest(manifest), rps=40, duration=120, headers=ONE_PER_REQUEST) as sent:
         run = Background(manifest, "rollout", "--json")
         run.wait_for(lambda x: x.get("event") == "rollout_step" and x["step"] == 1)
         r = cli(manifest, "abort")

@@ -164,6 +164,8 @@ def promote_stable(
     at the first clear verdict); on allow make it the new stable.
 
     Deny or inconclusive: PolicyBlocked (exit 3) and nothing changes (manifest, generated files, processes).
+    `swiftdeploy abort` while it watches (ops/abort.py): the canary is rolled back, `promote_aborted`,
+    OperationAborted (exit 3).
     """
     from ..judge import watch_canary
     from ..runtime import service_of
