@@ -244,7 +244,8 @@ class Story:
                 public_port=self.public_port,
                 admin_port=self.admin_port,
                 window=WINDOW,
-                max_load=max(8.0, 4.0 * (os.cpu_count() or 1)),
+                # E2E_MAX_LOAD: a host shared with other work may run busier than that
+                max_load=float(os.environ.get("E2E_MAX_LOAD") or max(8.0, 4.0 * (os.cpu_count() or 1))),
             ),
             encoding="utf-8",
         )

@@ -364,3 +364,30 @@ def test_an_abort_request_must_be_well_formed() -> None:
         {k: v for k, v in ok.items() if k != "at"},
     ]:
         assert AbortRequest.parse(bad) is None
+
+
+def test_the_live_view_shows_the_step_both_tracks_and_the_evidence() -> None:
+    from rich.console import Console
+
+    from swiftdeploy.cli.output import RolloutView, render_rollout
+    from swiftdeploy.judge import Look, canary_facts, thresholds_of
+    from swiftdeploy.policy import evaluate
+
+    canary = {"requests": 120, "errors": 1, "error_rate_percent": 0.833, "p50_ms": 3.0, "p99_ms": 41.5}
+    stable = {"requests": 480, "errors": 0, "error_rate_percent": 0.0, "p50_ms": 2.0, "p99_ms": 20.0}
+    facts = canary_facts(canary, stable, 12.0, thresholds_of(None), method="sequential")
+    view = RolloutView("rollout 2.0.0 (demo:2)")
+    view.update({"event": "rollout_started", "steps": [10, 25, 50], "max_step_seconds": 60})
+    view.update({"event": "rollout_step", "step": 1, "weight": 10})
+    view.update({"event": "rollout_verdict", "step": 1, "verdict": "allow"})
+    view.update({"event": "rollout_step", "step": 2, "weight": 25})
+    view.look = Look(elapsed=12.0, facts=facts, decision=evaluate(None, "canary", facts))
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render_rollout(view))
+    text = console.export_text()
+    assert "rollout 2.0.0 (demo:2)" in text and "10% ✓ → 25% … → 50%" in text
+    assert "step 2 of 3 · 25% to the canary" in text and "s left" in text
+    assert "canary" in text and "120" in text and "0.83" in text and "41.5" in text  # requests, error %, P99
+    assert "stable" in text and "480" in text
+    assert "120 canary requests, 1 errors" in text  # the watch's evidence line
+    assert view.line().startswith("step 2 of 3 (25%): 12 s of 60 s: 120 canary requests")

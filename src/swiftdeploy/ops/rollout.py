@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import InvalidInput, OperationAborted, OperationFailed, PolicyBlocked, RolloutPaused
 from .abort import AbortWatch, no_sigint
-from .base import Operation, OpResult, Progress
+from .base import Operation, OpResult, Progress, failure_event
 
 RECORD_FILE = "rollout.json"
 MAX_RECORD_BYTES = 16384
@@ -236,6 +236,8 @@ def rollout(
     `look` holds the look's facts and decision). Raises PolicyBlocked (exit 3: denied, or inconclusive with
     on_inconclusive rollback), RolloutPaused (exit 5), OperationAborted (exit 3), OperationInterrupted (130)."""
     from ..policy.facts import host_facts
+    from ..runtime import service_of
+    from .promote import _require_healthy
 
     with Operation(manifest_path, "rollout", progress) as op:
         run = _Run(op, on_update)
@@ -260,8 +262,11 @@ def rollout(
             from_step=run.step + 1,
             **fields,
         )
-        op.progress("checking the host against the infrastructure policy")
-        op.gate("infrastructure", host_facts(m.base_dir), gate="rollout", blocked_event="rollout_blocked", **fields)
+        with failure_event(op, "rollout_failed", **fields):
+            _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` first")
+            op.progress("checking the host against the infrastructure policy")
+            facts = host_facts(m.base_dir)
+            op.gate("infrastructure", facts, gate="rollout", blocked_event="rollout_blocked", **fields)
         try:
             _begin(run, resumed, timeout)
             while True:
