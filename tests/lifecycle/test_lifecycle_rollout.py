@@ -296,6 +296,28 @@ def test_ctrl_c_rolls_the_rollout_back(stack_dir):
     assert recorded["rollout_rolled_back"]["reason"] == "interrupted" and "rollout_interrupted" in recorded
 
 
+def test_a_killed_rollout_resumes_from_its_recorded_step(stack_dir):
+    manifest = rollout_manifest(stack_dir, steps="[20, 40]", analysis="{max_step_seconds: 60}", min_requests=400)
+    deploy(manifest)
+    run = Background(manifest, "rollout", "--json")
+    run.wait_for(lambda x: x.get("event") == "rollout_step" and x["step"] == 1)
+    run.proc.kill()  # SIGKILL: no cleanup, no record closed
+    run.finish()
+    record = read_record(load_manifest(manifest))
+    assert record is not None and (record.state, record.step, record.weight) == ("running", 0, 20)
+    assert not canary_gone(manifest)  # the canary still runs: only the rollout process died
+    # a new rollout takes the lock over and continues at the recorded step; abort ends it (both in the background)
+    again = Background(manifest, "rollout", "--json")
+    started = again.wait_for(lambda x: x.get("event") == "rollout_started")
+    assert started["resumed"] is True and started["from_step"] == 1
+    again.wait_for(lambda x: x.get("event") == "rollout_step")
+    r = cli(manifest, "abort")
+    code, stderr, _lines = again.finish()
+    assert r.returncode == 0 and code == 3, r.stderr + stderr
+    assert "took over the lock left by an interrupted run" in stderr
+    assert_rolled_back(manifest, stack_dir)
+
+
 # --- the parts without processes --------------------------------------------------------------------------------
 
 
