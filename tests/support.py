@@ -283,15 +283,19 @@ def cli(
 
 
 @contextlib.contextmanager
-def background_traffic(m: Any, rps: float = 40, duration: float = 60) -> Iterator[dict[str, Any]]:
+def background_traffic(
+    m: Any, rps: float = 40, duration: float = 60, headers: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
     """`swiftdeploy.ops.traffic` to the public listener in a thread while the block runs; the dict it yields holds
-    the traffic summary (`to_dict()`) once the block is over."""
+    the traffic summary (`to_dict()`) once the block is over. `headers={"Connection": "close"}`: one connection per
+    request, so a request without an answer is the stack's doing (not the keep-alive race of a graceful reload,
+    docs/operations.md#track-changes-without-dropping-requests)."""
     from swiftdeploy.ops import traffic
 
     stop = threading.Event()
     summary: dict[str, Any] = {}
     sender = threading.Thread(
-        target=lambda: summary.update(traffic(m, rps, duration, stop=stop).to_dict()), daemon=True
+        target=lambda: summary.update(traffic(m, rps, duration, headers=headers, stop=stop).to_dict()), daemon=True
     )
     sender.start()
     try:

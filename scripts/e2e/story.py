@@ -7,7 +7,9 @@ and what a client sees on the 127.0.0.1 published ports:
   (hardening) -> OPA locked down (unreachable from the containers and through nginx, writes refused) -> OPA stopped
   (the gate exits 4, nothing changes; started again, it answers) -> promote canary under traffic -> split seen
   -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover -> promote stable
-  under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic -> status --once
+  under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic -> rollout in
+  three steps under traffic (exit 0) -> rollout with chaos error at step 2 (rolled back, exit 3) -> rollout stopped
+  by `abort` from a second process (exit 3) -> status --once
   -> audit -> every gate decided by OPA -> teardown -> nothing left.
 
 Every track change runs under background traffic (Background): not one request may get a 502/503/504 or go
@@ -43,6 +45,7 @@ NETWORK = "sde2e-net"
 WINDOW = 60
 RPS = 25  # background traffic during every track change (half of it reaches the canary)
 MAX_TRAFFIC_SECONDS = 120  # a background sender stops by itself after this, whatever happens
+ROLLOUT_RPS = 50  # the rollout stories: at 25 % of 50 req/s the first step's allow needs about 20 s
 
 # OPA's own paths, sent to nginx's listeners: none may reach OPA.
 OPA_PATHS = (("GET", "/health"), ("POST", "/v1/data/swiftdeploy/canary/decision"), ("PUT", "/v1/policies/x"))
@@ -67,6 +70,8 @@ canary:
   image: {canary_image}       # the same build under the next version's tag
   version: 2.0.0
   weight: 50                  # half of the public traffic goes to the canary
+  steps: [25, 50, 75]         # `rollout` only: its weights step by step
+  analysis: {{max_step_seconds: 90}}
 nginx:
   image: {nginx_image}
   port: {public_port}
@@ -239,7 +244,8 @@ class Story:
                 public_port=self.public_port,
                 admin_port=self.admin_port,
                 window=WINDOW,
-                max_load=max(8.0, 4.0 * (os.cpu_count() or 1)),
+                # E2E_MAX_LOAD: a host shared with other work may run busier than that
+                max_load=float(os.environ.get("E2E_MAX_LOAD") or max(8.0, 4.0 * (os.cpu_count() or 1))),
             ),
             encoding="utf-8",
         )
@@ -438,9 +444,11 @@ class Story:
         self.expect({g[2] for g in gates} == {"opa"}, f"a gate was not decided by OPA: {gates}")
 
     @contextlib.contextmanager
-    def under_traffic(self, what: str, allowed: frozenset[str] = frozenset({"200"})) -> Iterator[Background]:
+    def under_traffic(
+        self, what: str, allowed: frozenset[str] = frozenset({"200"}), rps: float = RPS
+    ) -> Iterator[Background]:
         """Background traffic around the block (from 1 s before); afterwards no request may have been lost."""
-        sender = Background(self.public_port).start()
+        sender = Background(self.public_port, rps=rps).start()
         try:
             time.sleep(1)
             yield sender
@@ -531,6 +539,117 @@ class Story:
         self.expect("app-canary" not in ps, f"the canary container should be gone after the rollback:\n{ps}")
         self.same_nginx("rollback")
 
+    # --- progressive delivery: rollout and abort (docs/operations.md#progressive-delivery) -------------------------
+    def next_canary(self, version: str) -> None:
+        """A new release in the canary (the same image; the version is its APP_VERSION): canary.version edited."""
+        text = self.manifest.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if line.startswith("canary:"))
+        at = next(i for i in range(at, len(lines)) if lines[i].startswith("  version: "))
+        lines[at] = f"  version: {version}\n"
+        self.manifest.write_text("".join(lines), encoding="utf-8")
+
+    def rollout_process(self) -> tuple[subprocess.Popen[str], Callable[[str, int], dict], Callable[[], tuple]]:
+        """`swiftdeploy rollout --json` in the background: (process, wait_for(event, step), finish())."""
+        cmd = [self.args.swiftdeploy, "-m", str(self.manifest), "rollout", "--json", "--timeout", "180"]
+        print("  $ swiftdeploy rollout --json (in the background)", flush=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        records: list[dict] = []
+        stderr: list[str] = []
+        arrived = threading.Condition()
+
+        def read() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                with arrived:
+                    records.append(json.loads(line))
+                    arrived.notify_all()
+
+        readers = [
+            threading.Thread(target=read, daemon=True),
+            threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True),
+        ]  # type: ignore[arg-type]
+        for reader in readers:
+            reader.start()
+
+        def wait_for(event: str, step: int) -> dict:
+            deadline = time.monotonic() + 240
+            with arrived:
+                while True:
+                    found = [r for r in records if r.get("event") == event and r.get("step") == step]
+                    if found:
+                        return found[0]
+                    self.expect(readers[0].is_alive(), f"rollout ended before {event} {step}: {records}")
+                    self.expect(time.monotonic() < deadline, f"no {event} {step} within 240 s: {records}")
+                    arrived.wait(1)
+
+        def finish() -> tuple[int, str, list[dict]]:
+            proc.wait(timeout=300)
+            for reader in readers:
+                reader.join(timeout=30)
+            return proc.returncode, "".join(stderr), records
+
+        return proc, wait_for, finish
+
+    def canary_gone(self, after: str) -> None:
+        status, _, _ = self.get(self.admin_port, "/canary/healthz")
+        self.expect(status == 503, f"no canary should run after {after} (admin /canary/healthz: {status})")
+        ps = self.compose("ps", "--format", "{{.Service}}")
+        self.expect("app-canary" not in ps, f"the canary container should be gone after {after}:\n{ps}")
+
+    def serves(self, version: str) -> None:
+        for _ in range(10):
+            status, headers, body = self.get(self.public_port, "/")
+            self.expect(status == 200 and headers.get("x-mode") == "stable", f"GET /: {status} {headers}")
+            self.expect(json.loads(body).get("version") == version, f"stable should be {version}: {body}")
+
+    def rollout_healthy(self) -> None:
+        """Three steps (25, 50, 75 %) under traffic: each allowed, then promoted; not one request lost."""
+        self.next_canary("3.0.0")
+        with self.under_traffic("rollout (3 steps)", rps=ROLLOUT_RPS):
+            done = self.sd("rollout", "--json", "--timeout", "180")
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        verdicts = [(r["step"], r["weight"], r["verdict"]) for r in records if r.get("event") == "rollout_verdict"]
+        print(f"  verdicts: {verdicts}", flush=True)
+        self.expect(verdicts == [(1, 25, "allow"), (2, 50, "allow"), (3, 75, "allow")], f"verdicts: {verdicts}")
+        self.expect(records[-1].get("ok") is True and records[-1].get("exit_code") == 0, f"result: {records[-1]}")
+        self.manifest_says("version: 3.0.0")
+        self.manifest_says("mode: stable")
+        self.serves("3.0.0")
+        self.canary_gone("the rollout")
+        self.same_nginx("rollout")
+
+    def rollout_denied(self) -> None:
+        """A canary that starts failing at step 2 is rolled back by itself: exit 3, stable untouched."""
+        self.next_canary("4.0.0")
+        with self.under_traffic("rollout (error at step 2)", frozenset({"200", "500"}), rps=ROLLOUT_RPS):
+            _proc, wait_for, finish = self.rollout_process()
+            wait_for("rollout_step", 2)
+            self.sd("chaos", "error", "--rate", "0.5", "--track", "canary")
+            code, stderr, records = finish()
+        print("  " + "\n  ".join(stderr.strip().splitlines()[-6:]), flush=True)
+        self.expect(code == 3, f"rollout exited {code}, expected 3:\n{stderr[-3000:]}")
+        self.expect("error_rate" in stderr and "rolled back at step 2" in stderr, f"no violation shown:\n{stderr}")
+        verdicts = [(r["step"], r["verdict"]) for r in records if r.get("event") == "rollout_verdict"]
+        self.expect(verdicts == [(1, "allow"), (2, "deny")], f"verdicts: {verdicts}")
+        self.manifest_says("mode: stable")
+        self.serves("3.0.0")
+        self.canary_gone("the automatic rollback")
+
+    def rollout_aborted(self) -> None:
+        """`swiftdeploy abort` from a second process while step 1 watches: rolled back, the rollout exits 3."""
+        with self.under_traffic("rollout + abort", rps=ROLLOUT_RPS):
+            _proc, wait_for, finish = self.rollout_process()
+            wait_for("rollout_step", 1)
+            done = self.sd("abort")
+            code, stderr, _records = finish()
+        print(f"  {done.stdout.strip()}", flush=True)
+        self.expect("aborted by" in done.stdout, f"abort said: {done.stdout}{done.stderr}")
+        self.expect(code == 3 and "rollout aborted by" in stderr, f"rollout exited {code}:\n{stderr[-3000:]}")
+        self.manifest_says("mode: stable")
+        self.serves("3.0.0")
+        self.canary_gone("the abort")
+        self.same_nginx("abort")
+
     def status(self) -> None:
         done = self.sd("status", "--once")
         self.expect("stable" in done.stdout, f"status --once shows no stable track:\n{done.stdout}")
@@ -575,6 +694,9 @@ class Story:
             ("promote stable (allowed)", self.promote_allowed),
             ("traffic (new stable)", self.after_promotion),
             ("promote canary + rollback", self.rollback),
+            ("rollout (3 steps, healthy)", self.rollout_healthy),
+            ("rollout (error at step 2: rolled back)", self.rollout_denied),
+            ("rollout + abort from a second process", self.rollout_aborted),
             ("status --once", self.status),
             ("audit", self.audit),
             ("every gate decided by OPA", self.gates_by_opa),

@@ -32,11 +32,13 @@ from .errors import (
     InvalidInput,
     LockHeld,
     ManifestError,
+    OperationAborted,
     OperationFailed,
     OperationInterrupted,
     PolicyBlocked,
     PolicyEngineUnavailable,
     PolicyError,
+    RolloutPaused,
     RuntimeUnavailable,
     SwiftDeployError,
 )
@@ -77,6 +79,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "deploy": ("swiftdeploy.ops", "deploy"),
     "promote_canary": ("swiftdeploy.ops", "promote_canary"),
     "promote_stable": ("swiftdeploy.ops", "promote_stable"),
+    "rollout": ("swiftdeploy.ops", "rollout"),
+    "abort": ("swiftdeploy.ops", "abort"),
     "rollback": ("swiftdeploy.ops", "rollback"),
     "teardown": ("swiftdeploy.ops", "teardown"),
     "chaos": ("swiftdeploy.ops", "chaos"),
@@ -117,6 +121,8 @@ __all__ = [
     "deploy",
     "promote_canary",
     "promote_stable",
+    "rollout",
+    "abort",
     "rollback",
     "teardown",
     "chaos",
@@ -125,6 +131,8 @@ __all__ = [
     "SwiftDeployError",
     "OperationFailed",
     "OperationInterrupted",
+    "OperationAborted",
+    "RolloutPaused",
     "DriftDetected",
     "LockHeld",
     "RuntimeUnavailable",
@@ -158,7 +166,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .judge import judge_canary
     from .manifest import Manifest, load_manifest, parse_manifest
     from .metrics import admin_url, canary_input, scrape, window
-    from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic
+    from .ops import abort, chaos, deploy, promote_canary, promote_stable, rollback, rollout, teardown, traffic
     from .policy import Decision, Violation, evaluate, require_allow
     from .policy.bundle import load_policy_set
     from .policy.facts import host_facts

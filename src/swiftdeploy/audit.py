@@ -66,6 +66,50 @@ class ViolationRow:
     _distance: float = -1.0
 
 
+ROLLOUTS_MAX = 20
+ROLLOUT_ROWS_MAX = 60
+_ROLLOUT_ENDS = {
+    "rollout_succeeded": "succeeded",
+    "rollout_blocked": "blocked",
+    "rollout_paused": "paused",
+    "rollout_aborted": "aborted",
+    "rollout_failed": "failed",
+    "rollout_interrupted": "interrupted",
+}
+
+
+@dataclass
+class RolloutRun:
+    """One `rollout` run: its steps on a timeline (step, weight, verdict, the evidence), and how it ended."""
+
+    ts: str
+    version: str
+    image: str
+    steps: list[int]
+    resumed: bool
+    rows: deque = field(default_factory=lambda: deque(maxlen=ROLLOUT_ROWS_MAX))
+    outcome: str = "running (no end recorded)"
+
+    def add(self, ts: str, record: dict[str, Any]) -> None:
+        event = str(record["event"])
+        reasons = [r for r in (record.get("violations") or []) + (record.get("basis") or []) if isinstance(r, dict)]
+        evidence = "; ".join(str(r.get("message")) for r in reasons if r.get("message"))
+        if event == "rollout_aborted":
+            evidence = f"aborted by {record.get('by')} at {record.get('requested_at')}"
+        elif event in ("rollout_rolled_back", "rollout_paused"):
+            evidence = f"reason: {record.get('reason')}" + (f"; {evidence}" if evidence else "")
+        elif event == "rollout_failed":
+            evidence = str(record.get("error") or "")
+        self.rows.append((ts, record.get("step"), record.get("weight"), event.removeprefix("rollout_"),
+                          record.get("verdict") or "", evidence))  # fmt: skip
+        if event in _ROLLOUT_ENDS:
+            self.outcome = _ROLLOUT_ENDS[event]
+            if record.get("step") is not None:
+                self.outcome += f" at step {record.get('step')} ({record.get('weight')}%)"
+            if event == "rollout_aborted":
+                self.outcome += f" by {record.get('by')}"
+
+
 @dataclass
 class PromotionWindow:
     """One `promote stable` gate: what the policy was shown (the decision's input) and what it answered."""
@@ -156,6 +200,8 @@ class AuditReport:
     chart: _Chart = field(default_factory=_Chart)
     windows: deque = field(default_factory=lambda: deque(maxlen=WINDOWS_MAX))
     windows_total: int = 0
+    rollouts: deque = field(default_factory=lambda: deque(maxlen=ROLLOUTS_MAX))  # RolloutRun, last ones
+    rollouts_total: int = 0
 
     # --- streaming ---
 
@@ -192,6 +238,8 @@ class AuditReport:
                 self._end_chaos("canary", ts, moment, "promote stable (canary removed)")
         elif event == "chaos":
             self._chaos(record, ts, moment)
+        elif event.startswith("rollout_"):
+            self._rollout(record, ts)
         elif event in _CHAOS_ENDERS:
             for track in _CHAOS_ENDERS[event]:
                 self._end_chaos(track, ts, moment, event)
@@ -256,7 +304,7 @@ class AuditReport:
         data = record.get("input")
         if record.get("domain") != "canary" or not isinstance(data, dict):
             return
-        if record.get("gate") not in (None, "promote_stable"):
+        if record.get("gate") not in (None, "promote_stable", "rollout"):
             return
         self.windows_total += 1
         self.windows.append(
@@ -271,6 +319,18 @@ class AuditReport:
                 basis=[b for b in record.get("basis") or [] if isinstance(b, dict)],
             )
         )
+
+    def _rollout(self, record: dict[str, Any], ts: str) -> None:
+        """A `rollout` record: a run starts at `rollout_started` (a resumed one too); every other record is a row."""
+        event = record["event"]
+        if event == "rollout_started" or not self.rollouts:
+            self.rollouts_total += 1
+            self.rollouts.append(RolloutRun(ts, str(record.get("version")), str(record.get("image")),
+                                            [w for w in record.get("steps") or [] if isinstance(w, int)],
+                                            bool(record.get("resumed"))))  # fmt: skip
+        run = self.rollouts[-1]
+        if event != "rollout_started":
+            run.add(ts, record)
 
     def _chaos(self, record: dict[str, Any], ts: str, moment: datetime) -> None:
         track = str(record.get("track") or "canary")
@@ -421,6 +481,8 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         empty="No chaos injected.",
     )
 
+    out += _rollouts(r)
+
     out += ["## Policy violations", ""]
     if r.violations:
         rows = [
@@ -473,6 +535,24 @@ def _section(
     if footer:
         out += ["", footer]
     return [*out, ""]
+
+
+def _rollouts(r: AuditReport) -> list[str]:
+    """`## Rollouts`: per `rollout` run, its steps on a timeline (weight, verdict, the evidence at each step); no
+    section when the history holds no rollout."""
+    out = ["## Rollouts", ""]
+    if not r.rollouts:
+        return []
+    if r.rollouts_total > len(r.rollouts):
+        out += [f"_… {r.rollouts_total - len(r.rollouts)} earlier rollouts not shown (last {ROLLOUTS_MAX} kept)._", ""]
+    for run in r.rollouts:
+        steps = " → ".join(f"{w}%" for w in run.steps)
+        resumed = ", resumed" if run.resumed else ""
+        out += [f"### {run.ts}: {run.version} ({run.image}), steps {steps}{resumed}: {run.outcome}", ""]
+        rows = [[ts, step, f"{weight}%" if weight is not None else "", event, verdict, evidence]
+                for ts, step, weight, event, verdict, evidence in run.rows]  # fmt: skip
+        out += [*_table(["Time", "Step", "Weight", "Event", "Verdict", "Evidence"], rows), ""]
+    return out
 
 
 def _charts(r: AuditReport) -> list[str]:

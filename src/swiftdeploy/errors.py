@@ -131,3 +131,22 @@ class OperationInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.message
+
+
+class OperationAborted(SwiftDeployError):
+    """Exit 3: `swiftdeploy abort` stopped a running `rollout` or `promote stable`, which rolled the canary back.
+    `request` is the abort request (who asked, when: swiftdeploy.ops.abort.AbortRequest)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, request: Any = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.request = request
+
+
+class RolloutPaused(PolicyBlocked):
+    """Exit 5: a `rollout` step was still inconclusive when its time was up and `canary.analysis.on_inconclusive`
+    is `pause`: the canary stays at that step's weight, the step is recorded, and `swiftdeploy rollout` resumes it
+    (`swiftdeploy abort` ends it). Not a deny: nothing was rolled back, nothing was decided yet."""
+
+    exit_code = 5

@@ -69,6 +69,18 @@ EVENTS = (
     "teardown",
     "teardown_failed",
     "chaos",
+    # progressive delivery: `rollout` (its steps and verdicts), `abort`, and `promote stable` stopped by an abort
+    "rollout_started",
+    "rollout_step",
+    "rollout_verdict",
+    "rollout_paused",
+    "rollout_rolled_back",
+    "rollout_aborted",
+    "rollout_blocked",
+    "rollout_succeeded",
+    "rollout_failed",
+    "rollout_interrupted",
+    "promote_aborted",
     "policy_decision",
     "status",
 )

@@ -53,9 +53,11 @@ class EvidenceError(ValueError):
 
 
 class WatchProgress(str):
-    """A progress message that replaces the previous one (the watch's ticker); `transient` tells renderers."""
+    """A progress message that replaces the previous one (the watch's ticker); `transient` tells renderers, `look`
+    is the look it describes (None outside the watch)."""
 
     transient = True
+    look: Look | None = None
 
 
 # --- reading a TRACK ------------------------------------------------------------------------------------------
@@ -418,7 +420,9 @@ def watch(
         )
         look = Look(elapsed=last_look - started, facts=facts, decision=decide(facts))
         if progress is not None:
-            progress(WatchProgress(progress_line(look, max_seconds)))
+            line = WatchProgress(progress_line(look, max_seconds))
+            line.look = look  # for a view that shows more than the line (the rollout's live view)
+            progress(line)
         if look.clear or last_look >= deadline:
             return look
 

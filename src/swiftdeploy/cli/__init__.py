@@ -33,6 +33,7 @@ from . import (
     promote,
     ps,
     rollback,
+    rollout,
     schema,
     status,
     teardown,
@@ -53,6 +54,8 @@ app.command()(history.history)
 app.command("plugins")(plugins.list_plugins)
 app.command()(deploy.deploy)
 app.command()(rollback.rollback)
+app.command()(rollout.rollout)
+app.command()(rollout.abort)
 app.command()(teardown.teardown)
 app.command()(traffic.traffic)
 app.command()(demo.demo)

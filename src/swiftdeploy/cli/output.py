@@ -485,3 +485,177 @@ def _uptime(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# --- rollout: the live view, plain progress lines, JSON lines ---
+
+
+def print_json_line(data: Any) -> None:
+    """One compact JSON object on one line of stdout (a stream a CI log can follow: `rollout --json`)."""
+    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
+class RolloutView:
+    """What the rollout's live view shows, kept up to date from the records the rollout streams (`update`) and the
+    watch's looks (`look`)."""
+
+    def __init__(self, title: str) -> None:
+        import time
+
+        self.title = title
+        self.clock = time.monotonic
+        self.started = self.clock()
+        self.steps: list[int] = []
+        self.step = 0  # 1-based; 0 before the first step
+        self.weight: int | None = None
+        self.max_step_seconds: float | None = None
+        self.step_started: float | None = None
+        self.look: Any = None  # judge.Look of the current step
+        self.verdicts: dict[int, str] = {}  # step -> verdict
+        self.last = ""  # the last step message
+
+    def update(self, record: dict[str, Any]) -> None:
+        event = record.get("event")
+        if event == "rollout_started":
+            self.steps = list(record.get("steps") or [])
+            self.max_step_seconds = record.get("max_step_seconds")
+        elif event == "rollout_step":
+            self.step, self.weight = int(record["step"]), record.get("weight")
+            self.step_started, self.look = self.clock(), None
+        elif event == "rollout_verdict":
+            self.verdicts[int(record["step"])] = str(record.get("verdict"))
+
+    def line(self) -> str:
+        """The plain progress line of the current look (off a terminal)."""
+        from ..judge import progress_line
+
+        head = f"step {self.step} of {len(self.steps)} ({self.weight}%)"
+        if self.look is None:
+            return head
+        return f"{head}: {progress_line(self.look, self.max_step_seconds or 0)}"
+
+
+def render_rollout(view: RolloutView) -> RenderableType:
+    """The live view: step k of n with the weights and their verdicts, elapsed and time left in the step, each
+    track's requests, error rate and P99 in the step so far, and the evidence line of the watch."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    now = view.clock()
+    head = Text.assemble((view.title, "bold"), f" · elapsed {format_number(round(now - view.started))} s")
+    ladder = Text("steps ")
+    for i, weight in enumerate(view.steps, start=1):
+        verdict = view.verdicts.get(i)
+        style = _VERDICT_STYLE.get(verdict or "", "bold cyan" if i == view.step else "dim")
+        mark = {"allow": " ✓", "deny": " ✗", "inconclusive": " ?"}.get(verdict or "", " …" if i == view.step else "")
+        ladder.append(f"{weight}%{mark}", style=style)
+        if i < len(view.steps):
+            ladder.append(" → ", style="dim")
+    parts: list[Any] = [head, ladder]
+    if view.step:
+        spent = now - (view.step_started or now)
+        left = max(0.0, (view.max_step_seconds or 0) - spent)
+        parts.append(
+            Text(
+                f"step {view.step} of {len(view.steps)} · {view.weight}% to the canary · "
+                f"{format_number(round(spent))} s in the step, at most {format_number(round(left))} s left"
+            )
+        )
+    look = view.look
+    if look is not None:
+        table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+        for column in ("Track", "Req", "Errors", "Err %", "P99 ms"):
+            table.add_column(column, justify="left" if column == "Track" else "right")
+        for track in ("canary", "stable"):
+            f = look.facts.get(track)
+            if isinstance(f, dict):
+                table.add_row(track, str(f.get("requests")), str(f.get("errors")), _cell(f.get("error_rate_percent")),
+                              _cell(f.get("p99_ms")))  # fmt: skip
+        from ..judge import progress_line
+
+        parts += [table, Text(progress_line(look, view.max_step_seconds or 0), style="dim")]
+    elif view.last:
+        parts.append(Text(view.last, style="dim"))
+    return Group(*parts)
+
+
+def run_rollout(operation: Callable[..., OpResult], path: Path, *, json_out: bool = False, **options) -> None:
+    """Run `ops.rollout` with its progress: a Rich live view on a terminal (stderr), plain lines off one (the watch's
+    line at most every PLAIN_TICK seconds); with `json_out` every record it streams as one JSON line on stdout, then
+    the result (or failure) document as one line. A blocked step prints its decision (every violation with its
+    evidence) like `promote stable` does; Ctrl-C says what it stopped."""
+    import time
+
+    from rich.markup import escape
+
+    from ..errors import OperationInterrupted, PolicyBlocked, RolloutPaused
+
+    console = err()
+    view = RolloutView("rollout")
+    live = None
+    last_plain = [0.0]
+
+    def on_update(record: dict[str, Any]) -> None:
+        view.update(record)
+        if json_out:
+            print_json_line(record)
+        if record.get("event") == "rollout_started":
+            view.title = f"rollout {record.get('version')} ({record.get('image')})"
+        if live is not None:
+            live.update(render_rollout(view))
+
+    def progress(message: str) -> None:
+        look = getattr(message, "look", None)
+        if look is not None:
+            view.look = look
+        if getattr(message, "transient", False):
+            if live is not None:
+                live.update(render_rollout(view))
+            elif time.monotonic() - last_plain[0] >= PLAIN_TICK:
+                last_plain[0] = time.monotonic()
+                console.print(f"  [dim]·[/dim] {escape(view.line())}", soft_wrap=True)
+            return
+        view.last = message
+        if message.startswith("warning: "):
+            console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+        else:
+            console.print(f"  [dim]•[/dim] {escape(message)}", soft_wrap=True)
+        if live is not None:
+            live.update(render_rollout(view))
+
+    def failed(exc: BaseException) -> None:
+        if json_out:
+            print_json_line(failure_document("rollout", exc))
+
+    try:
+        if console.is_terminal:
+            from rich.live import Live
+
+            with Live(render_rollout(view), console=console, refresh_per_second=4, transient=False) as live:
+                result = operation(path, progress=progress, on_update=on_update, **options)
+        else:
+            result = operation(path, progress=progress, on_update=on_update, **options)
+    except PolicyBlocked as exc:
+        failed(exc)
+        if exc.decision is None:
+            raise
+        print_decision(exc.decision, console)
+        message = exc.message if isinstance(exc, RolloutPaused) else blocked_message(exc.decision)
+        raise type(exc)(message, decision=exc.decision, hint=exc.hint) from exc
+    except OperationInterrupted as exc:
+        failed(exc)
+        interrupted(exc.message)
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        failed(exc)
+        raise
+    if json_out:
+        print_json_line(success_document(result.operation, result.to_dict()))
+    else:
+        render_result(result)
+
+
+PLAIN_TICK = 5.0  # seconds between two watch lines off a terminal

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -56,6 +56,33 @@ class ServiceConfig(Strict):
     )
 
 
+# --- progressive delivery (`swiftdeploy rollout`, docs/operations.md#progressive-delivery) ---
+MAX_STEPS = 10
+MAX_STEP_SECONDS = 3600.0
+StepWeight = Annotated[int, Field(ge=1, le=99, strict=True)]
+
+
+class AnalysisConfig(Strict):
+    """How `swiftdeploy rollout` judges each step (the canary gate, watched like `promote stable` watches)."""
+
+    max_step_seconds: Duration = Field(
+        120.0,
+        le=MAX_STEP_SECONDS,
+        description="Longest `rollout` watches the canary at one step; it moves on at the first allow (at most 1h).",
+    )
+    on_inconclusive: Literal["pause", "rollback"] = Field(
+        "pause",
+        description="What a step still inconclusive after max_step_seconds does: `pause` (stay at this weight, "
+        "record the step, exit 5; `rollout` again resumes, `abort` ends it) or `rollback` (exit 3).",
+    )
+    rollback_on_failure: bool = Field(
+        True,
+        strict=True,
+        description="A denied step (or an error during a step) rolls the canary back automatically; false leaves it "
+        "at that weight for a person to look at (exit 3 or 1; `abort` ends it).",
+    )
+
+
 class CanaryConfig(Strict):
     image: ImageRef | None = Field(None, description="Image of the canary track (default: services.image).")
     version: Version | None = Field(None, description="Version of the canary track (default: services.version).")
@@ -65,6 +92,28 @@ class CanaryConfig(Strict):
         "makes it services.command.",
     )
     weight: int = Field(10, ge=0, le=100, strict=True, description="Percent of public traffic sent to the canary.")
+    steps: list[StepWeight] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="`rollout`: the canary's weights step by step, e.g. [10, 25, 50] (each 1-99, strictly "
+        f"increasing, at most {MAX_STEPS}); default: one step at canary.weight.",
+    )
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> CanaryConfig:
+        for i, step in enumerate(self.steps or []):
+            if i and step <= self.steps[i - 1]:  # type: ignore[index]
+                raise ValueError(
+                    f"canary.steps must increase strictly: {step} follows {self.steps[i - 1]}"  # type: ignore[index]
+                )
+        return self
+
+    @property
+    def rollout_steps(self) -> list[int]:
+        """The weights `rollout` goes through: canary.steps, else one step at canary.weight."""
+        return list(self.steps) if self.steps else [self.weight]
 
 
 class NginxConfig(Strict):
@@ -312,6 +361,11 @@ class Manifest(Strict):
     @property
     def history_path(self) -> Path:
         return self.out_dir / "history.jsonl"
+
+    def with_canary_weight(self, weight: int) -> Manifest:
+        """This manifest with canary.weight set to `weight` (a rollout step's weight for nginx), same source."""
+        copy = self.model_copy(update={"canary": self.canary.model_copy(update={"weight": weight})})
+        return copy.with_source(self._source, self._sha256)
 
     def with_source(self, path: Path | None, sha256: str | None) -> Manifest:
         self._source = path

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OperationFailed, OperationInterrupted, PolicyBlocked, SwiftDeployError
+from ..errors import OperationAborted, OperationFailed, OperationInterrupted, PolicyBlocked, SwiftDeployError
 
 if TYPE_CHECKING:
     from ..generate import Change
@@ -234,12 +234,14 @@ class Operation:
         if self._progress is not None:
             self._progress(f"warning: {message}")
 
-    def event(self, event: str, **fields: Any) -> None:
+    def event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one history record (with `runtime`) and return it."""
         from ..history import append
 
-        append(self.m.history_path, event, rotation=self.m.history.rotation, runtime=self.m.runtime, **fields)
+        record = append(self.m.history_path, event, rotation=self.m.history.rotation, runtime=self.m.runtime, **fields)
         if event.endswith("_started"):  # closed by `_succeeded`/`_failed`/`_blocked`, or `_interrupted` here
             self._start_event = (event.removesuffix("_started"), fields)
+        return record
 
     def gate(self, domain: str, facts: dict[str, Any], *, gate: str, blocked_event: str, **fields: Any) -> Decision:
         """The policy gate: evaluate `domain` on `facts`, record the decision (history `policy_decision` with
@@ -386,10 +388,10 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
 @contextlib.contextmanager
 def failure_event(op: Operation, event: str, **fields: Any) -> Iterator[None]:
     """Record `event` (a `*_failed` event, e.g. promote_failed) with the error when the block raises anything but
-    PolicyBlocked (the gate recorded its own `*_blocked` event)."""
+    PolicyBlocked (the gate recorded its own `*_blocked` event) or OperationAborted (`*_aborted` is recorded)."""
     try:
         yield
-    except PolicyBlocked:
+    except (PolicyBlocked, OperationAborted):
         raise
     except SwiftDeployError as exc:
         op.event(event, error=str(exc), **fields)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, OperationFailed
+from ..errors import InvalidInput, OperationAborted, OperationFailed
+from .abort import AbortWatch, roll_back_aborted
 from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json, run_all
 
 
@@ -60,12 +61,12 @@ def _undo(op: Operation, txn: FileTxn, *, stop_canary: bool, timeout: float = 60
     steps: list[tuple[str, Any]] = [("restoring the manifest and the generated files", txn.rollback)]
     if stop_canary:
         steps += [
-            ("pointing nginx back at stable", lambda: op.runtime.reload_proxy(op.m)),  # the old manifest
-            (f"stopping {op.m.canary_name}", lambda: op.runtime.stop_track(op.m, "canary")),
+            ("pointing nginx back at stable", lambda: op.runtime.reload_proxy(txn.m_old)),  # the old manifest
+            (f"stopping {txn.m_old.canary_name}", lambda: op.runtime.stop_track(txn.m_old, "canary")),
         ]
     else:
-        steps.append(("converging to the restored manifest", lambda: op.runtime.up(op.m, timeout=timeout,
-                                                                                  progress=op.progress)))  # fmt: skip
+        converge = lambda: op.runtime.up(txn.m_old, timeout=timeout, progress=op.progress)  # noqa: E731
+        steps.append(("converging to the restored manifest", converge))
     for problem in run_all(op, steps):
         # the original error is what the person must see first: these are warnings
         op.warn(f"could not undo every step after the failure: {problem}; run `swiftdeploy deploy` to converge")
@@ -78,6 +79,63 @@ def _routes_to_canary(op: Operation) -> bool:
         return _track_answer(op.m, "canary").get("mode") == "canary"
     except OperationFailed:
         return False
+
+
+def start_canary(op: Operation, m: Any, *, weight: int | None = None, timeout: float = 60.0) -> Any:
+    """After the gate of `promote canary` (and of `rollout`): mode canary in the manifest and its generated files,
+    the canary started, public traffic split by `weight` (a rollout step) or canary.weight. Any failure undoes it
+    all (files restored, canary stopped). Returns the edited manifest."""
+    txn = FileTxn(m, {("services", "mode"): "canary"})
+    m_new = txn.m_new
+    op.result.generated = [str(p) for p in txn.commit()]
+    try:
+        op.progress(f"starting {m.canary_name} ({m.canary_image}, version {m.canary_version})")
+        op.runtime.start_track(m_new, "canary", timeout=timeout, progress=op.progress)
+        op.progress(f"splitting public traffic: {weight if weight is not None else m.canary.weight}% to the canary")
+        op.runtime.reload_proxy(m_new, weight=weight)
+        answer = _track_answer(m_new, "canary")
+        if answer.get("mode") != "canary":
+            raise OperationFailed(
+                f"the admin listener's /canary/healthz answered mode {answer.get('mode')!r}, not 'canary'",
+                hint="the canary app must report MODE=canary on /healthz",
+            )
+    except BaseException:
+        _undo(op, txn, stop_canary=True)
+        raise
+    return m_new
+
+
+def switch_over(op: Operation, m: Any, *, timeout: float = 60.0) -> Any:
+    """After an allowed canary gate (`promote stable`, the last step of `rollout`): the canary becomes the new
+    stable, the canary goes. `m` is the manifest in canary mode. Returns the edited manifest (mode stable).
+
+    Until the new stable runs, a failure restores the files and the runtime (the old stable back); past that
+    point the edited manifest is the truth and is kept."""
+    txn = FileTxn(m, promoted_values(m))
+    m_new = txn.m_new
+    op.result.generated = [str(p) for p in txn.commit()]
+    try:
+        # 1. every route to the canary (graceful): from here the stable app gets no request at all
+        op.progress(f"handing all traffic to {m.canary_name} while stable is replaced")
+        op.runtime.reload_proxy(m, all_to_canary=True)
+        # 2. stable on the canary's image and version, healthy before nginx routes to it again
+        command = f", command {' '.join(m.canary.command)}" if m.canary.command else ""
+        op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version}{command})")
+        op.runtime.start_track(m_new, "stable", timeout=timeout, progress=op.progress)
+    except BaseException:
+        # The old version is known to start: give it at least a minute even after a short --timeout.
+        _undo(op, txn, stop_canary=False, timeout=max(timeout, 60.0))
+        raise
+    # Past this point stable runs the new version: the edited manifest is the truth, keep it.
+    # 3. the final config (stable only; nginx resolves the new stable's address), 4. the canary goes.
+    op.progress("sending all traffic to the new stable")
+    op.runtime.reload_proxy(m_new)
+    op.progress(f"removing {m.canary_name}")
+    op.runtime.stop_track(m_new, "canary")
+    answer = _track_answer(m_new, "stable")
+    if answer.get("version") not in (None, m.canary_version):
+        op.warn(f"stable answers version {answer.get('version')!r}, expected {m.canary_version!r}")
+    return m_new
 
 
 def promote_canary(manifest_path: Path | str, progress: Progress | None = None, timeout: float = 60.0) -> OpResult:
@@ -118,23 +176,7 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
             op.progress("checking the host against the infrastructure policy")
             facts = host_facts(m.base_dir)
             op.gate("infrastructure", facts, gate="promote_canary", blocked_event="promote_blocked", **fields)
-            txn = FileTxn(m, {("services", "mode"): "canary"})
-            m_new = txn.m_new
-            result.generated = [str(p) for p in txn.commit()]
-            try:
-                op.progress(f"starting {m.canary_name} ({m.canary_image}, version {m.canary_version})")
-                op.runtime.start_track(m_new, "canary", timeout=timeout, progress=op.progress)
-                op.progress(f"splitting public traffic: {m.canary.weight}% to the canary")
-                op.runtime.reload_proxy(m_new)
-                answer = _track_answer(m_new, "canary")
-                if answer.get("mode") != "canary":
-                    raise OperationFailed(
-                        f"the admin listener's /canary/healthz answered mode {answer.get('mode')!r}, not 'canary'",
-                        hint="the canary app must report MODE=canary on /healthz",
-                    )
-            except BaseException:
-                _undo(op, txn, stop_canary=True)
-                raise
+            m_new = start_canary(op, m, timeout=timeout)
         op.snapshot_services(m_new)
         result.message = (
             f"canary {m.canary_name} ({m.canary_image}, {m.canary_version}) takes {m.canary.weight}% of public traffic"
@@ -153,6 +195,8 @@ def promote_stable(
     at the first clear verdict); on allow make it the new stable.
 
     Deny or inconclusive: PolicyBlocked (exit 3) and nothing changes (manifest, generated files, processes).
+    `swiftdeploy abort` while it watches (ops/abort.py): the canary is rolled back, `promote_aborted`,
+    OperationAborted (exit 3).
     """
     from ..judge import watch_canary
     from ..runtime import service_of
@@ -177,33 +221,17 @@ def promote_stable(
             )
             _require_healthy(op, service_of(m, "stable"), "the stable app", "run `swiftdeploy deploy` to restart it")
             op.progress(f"watching the canary for up to {seconds:g}s (send traffic meanwhile: `swiftdeploy traffic`)")
-            facts = watch_canary(m, seconds, progress=op.progress)
+            abort = AbortWatch(m.state_dir)  # `swiftdeploy abort` from another terminal: canary rolled back, exit 3
+            try:
+                facts = watch_canary(m, seconds, progress=op.progress, sleep=abort.sleep)
+                abort.check()
+            except OperationAborted as exc:
+                roll_back_aborted(op, m, exc, abort, "promote_aborted", **fields)
+                raise
             decision = op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
             result.details += [f"allowed: {basis.message}" for basis in decision.basis]  # what the allow rests on
-            txn = FileTxn(m, promoted_values(m))
-            m_new = txn.m_new
-            result.generated = [str(p) for p in txn.commit()]
-            try:
-                # 1. every route to the canary (graceful): from here the stable app gets no request at all
-                op.progress(f"handing all traffic to {m.canary_name} while stable is replaced")
-                op.runtime.reload_proxy(m, all_to_canary=True)
-                # 2. stable on the canary's image and version, healthy before nginx routes to it again
-                command = f", command {' '.join(m.canary.command)}" if m.canary.command else ""
-                op.progress(f"restarting stable on {m.canary_image} (version {m.canary_version}{command})")
-                op.runtime.start_track(m_new, "stable", timeout=timeout, progress=op.progress)
-            except BaseException:
-                # The old version is known to start: give it at least a minute even after a short --timeout.
-                _undo(op, txn, stop_canary=False, timeout=max(timeout, 60.0))
-                raise
-            # Past this point stable runs the new version: the edited manifest is the truth, keep it.
-            # 3. the final config (stable only; nginx resolves the new stable's address), 4. the canary goes.
-            op.progress("sending all traffic to the new stable")
-            op.runtime.reload_proxy(m_new)
-            op.progress(f"removing {m.canary_name}")
-            op.runtime.stop_track(m_new, "canary")
-            answer = _track_answer(m_new, "stable")
-            if answer.get("version") not in (None, m.canary_version):
-                op.warn(f"stable answers version {answer.get('version')!r}, expected {m.canary_version!r}")
+            m_new = switch_over(op, m, timeout=timeout)
+            abort.answer_late("too late: the canary had passed its gate and was being promoted; it is the new stable")
         op.snapshot_services(m_new)
         result.message = f"{m.services.name} {m.canary_version} ({m.canary_image}) is the new stable; canary removed"
         op.event("promote_succeeded", mode_from="canary", mode_to="stable", **fields)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RuntimeUnavailable
 from ..fsutil import remove_stale_tmp
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+    from ..runtime.base import ServiceHealth
 
 NOT_RUNNING = ": not running"  # the end of a `Runtime.down` line for a service that was already gone
 
@@ -29,25 +34,34 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
                 result.message = "nothing to roll back: mode is stable and no canary runs; nothing was changed"
                 op.snapshot_services()
                 return result
-            txn = FileTxn(m, {("services", "mode"): "stable"})
-            m_new = txn.m_new
-            result.generated = [str(p) for p in txn.commit()]
-            try:
-                if "nginx" in states and states["nginx"].running:
-                    op.progress("sending all public traffic to stable")
-                    op.runtime.reload_proxy(m_new)
-                else:
-                    op.warn("nginx is not running: only the canary is removed (run `swiftdeploy deploy` to start)")
-            except BaseException:
-                txn.rollback()
-                raise
-            op.progress(f"removing {m.canary_name}")
-            op.runtime.stop_track(m_new, "canary")
+            m_new = remove_canary(op, m, states)
         op.snapshot_services(m_new)
         result.message = f"rolled back: {m.canary_name} removed, all traffic to stable ({m.services.version})"
         op.event("rollback", mode_from=m.services.mode, mode_to="stable", image=m.services.image,
                  version=m.services.version)  # fmt: skip
         return result
+
+
+def remove_canary(op: Operation, m: Manifest, states: dict[str, ServiceHealth] | None = None) -> Manifest:
+    """What a rollback does once it knows there is a canary (also `rollout`'s and `abort`'s automatic rollback): mode
+    stable in the manifest (and the generated files), all public traffic to stable (graceful reload), then the
+    canary removed. Returns the edited manifest; a failed reload restores the files."""
+    states = op.runtime.health(m) if states is None else states
+    txn = FileTxn(m, {("services", "mode"): "stable"})
+    m_new = txn.m_new
+    op.result.generated = [str(p) for p in txn.commit()]
+    try:
+        if "nginx" in states and states["nginx"].running:
+            op.progress("sending all public traffic to stable")
+            op.runtime.reload_proxy(m_new)
+        else:
+            op.warn("nginx is not running: only the canary is removed (run `swiftdeploy deploy` to start)")
+    except BaseException:
+        txn.rollback()
+        raise
+    op.progress(f"removing {m.canary_name}")
+    op.runtime.stop_track(m_new, "canary")
+    return m_new
 
 
 def teardown(manifest_path: Path | str, clean: bool = False, progress: Progress | None = None) -> OpResult:

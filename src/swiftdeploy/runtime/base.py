@@ -109,12 +109,14 @@ class Runtime(Protocol):
     def stop_track(self, m: Manifest, track: Track) -> None:
         """Stop and remove one track's app (no error when it is not running)."""
 
-    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False, weight: int | None = None) -> None:
         """Point nginx at the manifest's current topology (mode, weight) without dropping connections: once this
         returns, new requests follow the new config and every request the old one accepted has finished.
 
         all_to_canary (canary mode only): every route goes to the canary, stable gets no request at all — the
-        handover while `promote stable` replaces the stable app (NginxTarget.all_to_canary)."""
+        handover while `promote stable` replaces the stable app (NginxTarget.all_to_canary).
+        weight (canary mode): split by this weight instead of canary.weight — a `rollout` step; the generated
+        nginx.conf on disk keeps canary.weight."""
 
     def down(self, m: Manifest) -> list[str]:
         """Stop everything this runtime started for the manifest. Returns a line per service stopped."""

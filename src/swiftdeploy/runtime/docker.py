@@ -478,13 +478,18 @@ class DockerRuntime:
         # `compose rm` answers "no such service". Remove its containers by their compose labels instead.
         remove_service_containers(client, m.project_name, service)
 
-    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False, weight: int | None = None) -> None:
         """Graceful reload of the running nginx (module docstring); a missing or stopped nginx is started.
 
         all_to_canary: the handover config of `promote stable` (NginxTarget.all_to_canary), which exists only here:
-        the file on disk already says the final topology.
+        the file on disk already says the final topology. weight: a `rollout` step's split, also only here (the
+        file on disk keeps canary.weight).
         """
         from ..render import NginxTarget, render_nginx
+
+        on_disk = m
+        if weight is not None:
+            m = m.with_canary_weight(weight)
 
         client = self.client()
         target = NginxTarget.docker(m)
@@ -500,7 +505,7 @@ class DockerRuntime:
                 return
             # 3: a container made before nginx ran from a live copy (an older swiftdeploy): recreate it once.
         self._exec(track_up_argv(base, NGINX_SERVICE, 60), timeout=180, what="starting nginx")
-        if all_to_canary:  # the new container runs the file on disk; the handover config differs from it
+        if all_to_canary or m is not on_disk:  # the new container runs the file on disk; this config differs
             self._check_reload(m, self._pipe_config(m, base, target, text))
 
     def _pipe_config(self, m: Manifest, base: list[str], target: Any, text: str) -> subprocess.CompletedProcess[str]:

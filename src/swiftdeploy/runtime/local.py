@@ -424,8 +424,11 @@ class LocalRuntime:
         _poll_healthy(rec, url, min(timeout, 15.0), 0.05, exited, timed_out)
         procs.observe_healthy(rec)
 
-    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False) -> None:
+    def reload_proxy(self, m: Manifest, *, all_to_canary: bool = False, weight: int | None = None) -> None:
         import psutil
+
+        if weight is not None:
+            m = m.with_canary_weight(weight)
 
         rec = self.running(m, NGINX)
         if rec is None and self._settle_nginx(m):
