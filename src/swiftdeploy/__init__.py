@@ -79,6 +79,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "promote_stable": ("swiftdeploy.ops", "promote_stable"),
     "rollback": ("swiftdeploy.ops", "rollback"),
     "teardown": ("swiftdeploy.ops", "teardown"),
+    "undo": ("swiftdeploy.ops", "undo"),
     "chaos": ("swiftdeploy.ops", "chaos"),
     "traffic": ("swiftdeploy.ops", "traffic"),
 }
@@ -119,6 +120,7 @@ __all__ = [
     "promote_stable",
     "rollback",
     "teardown",
+    "undo",
     "chaos",
     "traffic",
     # errors
@@ -158,7 +160,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .judge import judge_canary
     from .manifest import Manifest, load_manifest, parse_manifest
     from .metrics import admin_url, canary_input, scrape, window
-    from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic
+    from .ops import chaos, deploy, promote_canary, promote_stable, rollback, teardown, traffic, undo
     from .policy import Decision, Violation, evaluate, require_allow
     from .policy.bundle import load_policy_set
     from .policy.facts import host_facts

@@ -379,6 +379,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         ["Policy engines", _engines(r)],
         ["Skipped lines", f"{r.skipped} (torn or invalid lines in the history file)"],
     ]
+    summary += _undo_rows(ev)
     out += ["## Summary", "", *_table(["Item", "Value"], summary), ""]
 
     out += _section(
@@ -721,6 +722,16 @@ def _engines(r: AuditReport) -> str:
     return ", ".join(
         f"{name} ({r.engines[name]} gate decisions, {r.status_engines[name]} status evaluations)" for name in names
     )
+
+
+def _undo_rows(ev: Counter) -> list[list[str]]:
+    """Summary rows for `undo` (docs/operations.md, "undo"), only when the history has any: older reports read
+    the same."""
+    rows = []
+    if ev["undo_started"]:
+        undos = _with_failed(ev["undo_succeeded"], ev["undo_failed"]) + _interrupted(ev["undo_interrupted"])
+        rows.append(["Undos", f"{undos} ({ev['release_recorded']} replaced stable versions recorded by promotions)"])
+    return rows
 
 
 def _interrupted(count: int) -> str:

@@ -67,6 +67,12 @@ EVENTS = (
     "chaos",
     "policy_decision",
     "status",
+    # undo (ops/undo.py): the stable a promotion replaced, and bringing it back
+    "release_recorded",
+    "undo_started",
+    "undo_succeeded",
+    "undo_failed",
+    "undo_interrupted",
 )
 _KNOWN = frozenset(EVENTS)
 # Plugins record their own events as `plugin.<plugin name>.<event>` (e.g. `plugin.hello.facts_read`): a namespace

@@ -37,6 +37,7 @@ from . import (
     status,
     teardown,
     traffic,
+    undo,
     validate,
 )
 from .app import app, debug_enabled
@@ -53,6 +54,7 @@ app.command()(history.history)
 app.command("plugins")(plugins.list_plugins)
 app.command()(deploy.deploy)
 app.command()(rollback.rollback)
+app.command()(undo.undo)
 app.command()(teardown.teardown)
 app.command()(traffic.traffic)
 app.command()(demo.demo)

@@ -12,6 +12,7 @@ from .chaos import ChaosResult, TrafficResult, chaos, traffic
 from .deploy import deploy
 from .promote import promote_canary, promote_stable
 from .rollback import rollback, teardown
+from .undo import undo
 
 __all__ = [
     "ChaosResult",
@@ -24,4 +25,5 @@ __all__ = [
     "rollback",
     "teardown",
     "traffic",
+    "undo",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import InvalidInput, OperationFailed
 from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json
+from .undo import record_release
 
 
 def _require_healthy(op: Operation, service: str, what: str, fix: str) -> None:
@@ -173,6 +174,7 @@ def promote_stable(
             answer = _track_answer(m_new, "stable")
             if answer.get("version") not in (None, m.canary_version):
                 op.warn(f"stable answers version {answer.get('version')!r}, expected {m.canary_version!r}")
+            record_release(op, m)  # what stable ran before, for `swiftdeploy undo`
         op.snapshot_services(m_new)
         result.message = f"{m.services.name} {m.canary_version} ({m.canary_image}) is the new stable; canary removed"
         op.event("promote_succeeded", mode_from="canary", mode_to="stable", **fields)

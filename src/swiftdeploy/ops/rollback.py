@@ -107,6 +107,10 @@ def _clean(op: Operation) -> list[str]:
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
+    record = m.state_dir / "releases.json"  # undo's memory of earlier stables (history keeps them too)
+    if record.is_file():
+        record.unlink()
+        removed.append(str(record))
     op.lock.remove_on_release = True
     return removed
 
