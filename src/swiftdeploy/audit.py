@@ -155,6 +155,7 @@ class AuditReport:
     chart: _Chart = field(default_factory=_Chart)
     windows: deque = field(default_factory=lambda: deque(maxlen=WINDOWS_MAX))
     windows_total: int = 0
+    hooks_failed: int = 0  # hook_run records with ok false
 
     # --- streaming ---
 
@@ -191,6 +192,8 @@ class AuditReport:
                 self._end_chaos("canary", ts, moment, "promote stable (canary removed)")
         elif event == "chaos":
             self._chaos(record, ts, moment)
+        elif event == "hook_run" and record.get("ok") is not True:
+            self.hooks_failed += 1
         elif event in _CHAOS_ENDERS:
             for track in _CHAOS_ENDERS[event]:
                 self._end_chaos(track, ts, moment, event)
@@ -379,7 +382,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         ["Policy engines", _engines(r)],
         ["Skipped lines", f"{r.skipped} (torn or invalid lines in the history file)"],
     ]
-    summary += _undo_rows(ev)
+    summary += _undo_rows(r)
     out += ["## Summary", "", *_table(["Item", "Value"], summary), ""]
 
     out += _section(
@@ -724,13 +727,15 @@ def _engines(r: AuditReport) -> str:
     )
 
 
-def _undo_rows(ev: Counter) -> list[list[str]]:
-    """Summary rows for `undo` (docs/operations.md, "undo"), only when the history has any: older reports read
-    the same."""
-    rows = []
+def _undo_rows(r: AuditReport) -> list[list[str]]:
+    """Summary rows for `undo` and hooks (docs/operations.md, "undo", "Hooks"), only when the history has any:
+    older reports read the same."""
+    rows, ev = [], r.events
     if ev["undo_started"]:
         undos = _with_failed(ev["undo_succeeded"], ev["undo_failed"]) + _interrupted(ev["undo_interrupted"])
         rows.append(["Undos", f"{undos} ({ev['release_recorded']} replaced stable versions recorded by promotions)"])
+    if ev["hook_run"]:
+        rows.append(["Hook runs", f"{ev['hook_run']} ({r.hooks_failed} failed)"])
     return rows
 
 

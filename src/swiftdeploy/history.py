@@ -73,6 +73,8 @@ EVENTS = (
     "undo_succeeded",
     "undo_failed",
     "undo_interrupted",
+    # hooks (swiftdeploy/hooks.py): every run of a manifest hook
+    "hook_run",
 )
 _KNOWN = frozenset(EVENTS)
 # Plugins record their own events as `plugin.<plugin name>.<event>` (e.g. `plugin.hello.facts_read`): a namespace

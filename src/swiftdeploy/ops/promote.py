@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, OperationFailed
+from ..hooks import run_hooks
 from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json
 from .undo import record_release
 
@@ -88,6 +89,7 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
             op.progress("checking the host against the infrastructure policy")
             facts = host_facts(m.base_dir)
             op.gate("infrastructure", facts, gate="promote_canary", blocked_event="promote_blocked", **fields)
+            run_hooks(op, "pre_promote", verdict="allow", weight=m.canary.weight)
             txn = FileTxn(m, {("services", "mode"): "canary"})
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
@@ -110,6 +112,7 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
             f"canary {m.canary_name} ({m.canary_image}, {m.canary_version}) takes {m.canary.weight}% of public traffic"
         )
         op.event("promote_succeeded", mode_from=m.services.mode, mode_to="canary", weight=m.canary.weight, **fields)
+        run_hooks(op, "post_promote")
         return result
 
 
@@ -150,6 +153,7 @@ def promote_stable(
             facts = watch_canary(m, seconds, progress=op.progress)
             decision = op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
             result.details += [f"allowed: {basis.message}" for basis in decision.basis]  # what the allow rests on
+            run_hooks(op, "pre_promote", verdict=decision.verdict)
             txn = FileTxn(m, promoted_values(m))
             m_new = txn.m_new
             result.generated = [str(p) for p in txn.commit()]
@@ -178,4 +182,5 @@ def promote_stable(
         op.snapshot_services(m_new)
         result.message = f"{m.services.name} {m.canary_version} ({m.canary_image}) is the new stable; canary removed"
         op.event("promote_succeeded", mode_from="canary", mode_to="stable", **fields)
+        run_hooks(op, "post_promote")
         return result

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import RuntimeUnavailable
+from ..hooks import run_hooks
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
 
 NOT_RUNNING = ": not running"  # the end of a `Runtime.down` line for a service that was already gone
@@ -46,6 +47,7 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
         result.message = f"rolled back: {m.canary_name} removed, all traffic to stable ({m.services.version})"
         op.event("rollback", mode_from=m.services.mode, mode_to="stable", image=m.services.image,
                  version=m.services.version)  # fmt: skip
+        run_hooks(op, "post_rollback")
         return result
 
 

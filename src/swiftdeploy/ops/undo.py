@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, OperationFailed
+from ..hooks import run_hooks
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ def undo(
         result.details.append(f"replaced {m.services.version} ({m.services.image})")
         result.message = f"{m.services.name} {target.version} ({target.image}) is stable again (undo)"
         op.event("undo_succeeded", **fields)
+        run_hooks(op, "post_rollback")
         return result
 
 
