@@ -8,7 +8,8 @@ and what a client sees on the 127.0.0.1 published ports:
   (the gate exits 4, nothing changes; started again, it answers) -> promote canary under traffic -> split seen
   -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover -> promote stable
   under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic -> status --once
-  -> audit -> every gate decided by OPA -> teardown -> nothing left.
+  -> audit -> every gate decided by OPA -> undo under traffic (1.0.0 back; then nothing to undo) -> teardown ->
+  nothing left.
 
 Every track change runs under background traffic (Background): not one request may get a 502/503/504 or go
 unanswered (the only 5xx allowed are the app's own chaos 500s during the blocked promotion).
@@ -531,6 +532,25 @@ class Story:
         self.expect("app-canary" not in ps, f"the canary container should be gone after the rollback:\n{ps}")
         self.same_nginx("rollback")
 
+    def undo(self) -> None:
+        """After the story's promotions: `undo` brings 1.0.0 (the stable the allowed promotion replaced) back on its
+        own image, under traffic, without recreating nginx; then nothing is left to undo (exit 1)."""
+        with self.under_traffic("undo"):
+            done = self.sd("undo", "--timeout", "180", "--json")
+        answer = json.loads(done.stdout)
+        self.expect(answer["ok"] and answer["version"] == "1.0.0", f"undo should restore 1.0.0: {answer}")
+        self.manifest_says("version: 1.0.0")
+        self.manifest_says(f"image: {self.args.stable_image}")
+        _, _, body = self.get(self.public_port, "/")
+        self.expect(json.loads(body).get("version") == "1.0.0", f"stable should answer 1.0.0 after undo: {body}")
+        status, _, _ = self.get(self.admin_port, "/canary/healthz")
+        self.expect(status == 503, f"no canary should run after undo (admin /canary/healthz: {status})")
+        ps = self.compose("ps", "--format", "{{.Service}}")
+        self.expect("app-canary" not in ps, f"undo's handover canary should be gone:\n{ps}")
+        self.same_nginx("undo")
+        done = self.sd("undo", expect=1)
+        self.expect("nothing to undo" in done.stderr, f"a second undo should find nothing on record:\n{done.stderr}")
+
     def status(self) -> None:
         done = self.sd("status", "--once")
         self.expect("stable" in done.stdout, f"status --once shows no stable track:\n{done.stdout}")
@@ -578,6 +598,7 @@ class Story:
             ("status --once", self.status),
             ("audit", self.audit),
             ("every gate decided by OPA", self.gates_by_opa),
+            ("undo under traffic", self.undo),
         ]
         self.write_manifest()
         failed = None
