@@ -3,12 +3,14 @@
 Three real promotions build the release record (1.0.0 -> 2.0.0 -> 3.0.0, the last with a command of its own), then:
 `--to` a version not on record (exit 2), a damaged record (exit 1, one clear line, nothing changed), `undo` under
 traffic through nginx (every request answered 200), a promotion again, `undo --to` the oldest (skipping the one in
-between), and `undo` with nothing left on record (exit 1). History and the audit count every step.
+between), and `undo` with nothing left on record (exit 1). History and the audit count every step. A restored
+version that fails to start (as the handover canary, or as stable) leaves everything as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -147,3 +149,49 @@ def test_undo_story(stack_dir):
     r = cli(manifest, "teardown", "--clean")
     assert r.returncode == 0, r.stderr
     assert leftovers(stack_dir) == [] and not (stack_dir / ".swiftdeploy").exists()
+
+
+LAUNCHER = """\
+import os, runpy, sys
+if os.environ.get("SWIFTDEPLOY_TEST_FAIL") == os.environ["MODE"] + ":" + os.environ["APP_VERSION"]:
+    print("launcher: refusing to start " + os.environ["MODE"] + " " + os.environ["APP_VERSION"], file=sys.stderr)
+    sys.exit(3)
+sys.argv = ["demo_api"]
+runpy.run_module("demo_api", run_name="__main__")
+"""
+
+
+def state(folder: Path) -> dict[str, str]:
+    names = ["manifest.yaml", "docker-compose.yml", "nginx.conf", ".swiftdeploy/releases.json"]
+    return {name: (folder / name).read_text() for name in names}
+
+
+def test_failed_undo_puts_everything_back(stack_dir):
+    """The restored version refuses to start, first as the handover canary, then as stable: each time exit 1, the
+    manifest, the generated files and the record exactly as before, 2.0.0 still serving every request."""
+    launcher = stack_dir / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    manifest = write_manifest(stack_dir, command=[sys.executable, str(launcher)])
+    assert cli(manifest, "deploy").returncode == 0
+    promote(manifest, "2.0.0")
+    before = state(stack_dir)
+    m = load_manifest(manifest)
+    for pair, said in (("canary:1.0.0", "app-canary exited before becoming healthy (exit code 3)"),
+                       ("stable:1.0.0", "app exited before becoming healthy (exit code 3)")):  # fmt: skip
+        with background_traffic(m, rps=40) as sent:
+            r = cli(manifest, "undo", env={**os.environ, "SWIFTDEPLOY_TEST_FAIL": pair})
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert said in r.stderr and "launcher: refusing to start" in r.stderr, r.stderr
+        assert "could not restore the runtime" not in r.stderr, r.stderr
+        assert state(stack_dir) == before
+        assert_nothing_lost(sent)
+        assert stable_answer(manifest)["version"] == "2.0.0"
+        with httpx.Client(timeout=10) as client:
+            assert client.get(f"http://127.0.0.1:{m.nginx.admin_port}/canary/healthz").status_code == 503
+        assert not (stack_dir / ".swiftdeploy" / "pids" / "app-canary.json").exists()
+    assert [r["event"] for r in history.read(stack_dir / "history.jsonl")][-2:] == ["undo_started", "undo_failed"]
+    assert events(stack_dir)["undo_failed"] == 2
+    # and with nothing in the way, the same undo works
+    r = cli(manifest, "undo")
+    assert r.returncode == 0, r.stderr
+    assert stable_answer(manifest)["version"] == "1.0.0"
