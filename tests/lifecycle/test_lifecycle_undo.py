@@ -69,9 +69,12 @@ def test_undo_story(stack_dir):
     manifest = write_manifest(stack_dir, weight=50)
 
     # nothing promoted yet: nothing to undo, exit 1, nothing recorded
-    r = cli(manifest, "undo")
+    r = cli(manifest, "undo", "--json")
     assert r.returncode == 1, r.stderr
     assert "nothing to undo: no earlier stable version is on record" in r.stderr and "Traceback" not in r.stderr
+    failed = json.loads(r.stdout)
+    assert (failed["operation"], failed["ok"], failed["exit_code"]) == ("undo", False, 1)
+    assert failed["error"].startswith("nothing to undo") and not failed["blocked"]
 
     r = cli(manifest, "deploy")
     assert r.returncode == 0, r.stderr
