@@ -10,7 +10,8 @@
 #
 # Environment: SWIFTDEPLOY_E2E_CACHE (cache folder; default /var/cache/swiftdeploy-e2e as root, else
 # $XDG_CACHE_HOME/swiftdeploy-e2e; "none" disables it), E2E_STORAGE_DRIVER (default: overlay2 when the kernel and
-# the folder's file system support it, else vfs), E2E_KEEP_LOGS=DIR (copy dockerd.log and the story folder there).
+# the folder's file system support it, else vfs), E2E_KEEP_LOGS=DIR (copy dockerd.log and the story folder there),
+# E2E_MAX_LOAD (the story's relaxed 1-minute load threshold; default max(8, 4 x CPUs)).
 set -Eeuo pipefail
 umask 022
 

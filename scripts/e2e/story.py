@@ -9,8 +9,8 @@ and what a client sees on the 127.0.0.1 published ports:
   -> chaos error -> promote stable under traffic BLOCKED (exit 3, nothing changed) -> recover -> promote stable
   under traffic (exit 0) -> traffic on the new stable -> promote canary + rollback under traffic -> rollout in
   three steps under traffic (exit 0) -> rollout with chaos error at step 2 (rolled back, exit 3) -> rollout stopped
-  by `abort` from a second process (exit 3) -> status --once
-  -> audit -> every gate decided by OPA -> teardown -> nothing left.
+  by `abort` from a second process (exit 3) -> status --once -> audit -> every gate decided by OPA -> undo under
+  traffic (2.0.0 back) -> teardown -> nothing left.
 
 Every track change runs under background traffic (Background): not one request may get a 502/503/504 or go
 unanswered (the only 5xx allowed are the app's own chaos 500s during the blocked promotion).
@@ -650,6 +650,22 @@ class Story:
         self.canary_gone("the abort")
         self.same_nginx("abort")
 
+    def undo(self) -> None:
+        """After the story's promotions: `undo` brings back the stable the last promotion (the healthy rollout, 3.0.0)
+        replaced, 2.0.0 on its image, under traffic, without recreating nginx; `--to` a version not on record is
+        refused (exit 2) naming what is."""
+        with self.under_traffic("undo"):
+            done = self.sd("undo", "--timeout", "180", "--json")
+        answer = json.loads(done.stdout)
+        self.expect(answer["ok"] and answer["version"] == "2.0.0", f"undo should restore 2.0.0: {answer}")
+        self.manifest_says("version: 2.0.0")
+        self.manifest_says(f"image: {self.args.canary_image}")
+        self.serves("2.0.0")
+        self.canary_gone("undo")
+        self.same_nginx("undo")
+        done = self.sd("undo", "--to", "9.9.9", expect=2)
+        self.expect("1.0.0" in done.stderr, f"undo --to 9.9.9 should name what is on record (1.0.0):\n{done.stderr}")
+
     def status(self) -> None:
         done = self.sd("status", "--once")
         self.expect("stable" in done.stdout, f"status --once shows no stable track:\n{done.stdout}")
@@ -700,6 +716,7 @@ class Story:
             ("status --once", self.status),
             ("audit", self.audit),
             ("every gate decided by OPA", self.gates_by_opa),
+            ("undo under traffic", self.undo),
         ]
         self.write_manifest()
         failed = None

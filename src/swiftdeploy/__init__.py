@@ -83,6 +83,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "abort": ("swiftdeploy.ops", "abort"),
     "rollback": ("swiftdeploy.ops", "rollback"),
     "teardown": ("swiftdeploy.ops", "teardown"),
+    "undo": ("swiftdeploy.ops", "undo"),
     "chaos": ("swiftdeploy.ops", "chaos"),
     "traffic": ("swiftdeploy.ops", "traffic"),
 }
@@ -125,6 +126,7 @@ __all__ = [
     "abort",
     "rollback",
     "teardown",
+    "undo",
     "chaos",
     "traffic",
     # errors
@@ -166,7 +168,18 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from .judge import judge_canary
     from .manifest import Manifest, load_manifest, parse_manifest
     from .metrics import admin_url, canary_input, scrape, window
-    from .ops import abort, chaos, deploy, promote_canary, promote_stable, rollback, rollout, teardown, traffic
+    from .ops import (
+        abort,
+        chaos,
+        deploy,
+        promote_canary,
+        promote_stable,
+        rollback,
+        rollout,
+        teardown,
+        traffic,
+        undo,
+    )
     from .policy import Decision, Violation, evaluate, require_allow
     from .policy.bundle import load_policy_set
     from .policy.facts import host_facts

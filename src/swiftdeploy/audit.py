@@ -202,6 +202,7 @@ class AuditReport:
     windows_total: int = 0
     rollouts: deque = field(default_factory=lambda: deque(maxlen=ROLLOUTS_MAX))  # RolloutRun, last ones
     rollouts_total: int = 0
+    hooks_failed: int = 0  # hook_run records with ok false
 
     # --- streaming ---
 
@@ -240,6 +241,8 @@ class AuditReport:
             self._chaos(record, ts, moment)
         elif event.startswith("rollout_"):
             self._rollout(record, ts)
+        elif event == "hook_run" and record.get("ok") is not True:
+            self.hooks_failed += 1
         elif event in _CHAOS_ENDERS:
             for track in _CHAOS_ENDERS[event]:
                 self._end_chaos(track, ts, moment, event)
@@ -440,6 +443,7 @@ def render_markdown(report: AuditReport, generated_at: str | None = None) -> str
         ["Policy engines", _engines(r)],
         ["Skipped lines", f"{r.skipped} (torn or invalid lines in the history file)"],
     ]
+    summary += _undo_rows(r)
     out += ["## Summary", "", *_table(["Item", "Value"], summary), ""]
 
     out += _section(
@@ -802,6 +806,18 @@ def _engines(r: AuditReport) -> str:
     return ", ".join(
         f"{name} ({r.engines[name]} gate decisions, {r.status_engines[name]} status evaluations)" for name in names
     )
+
+
+def _undo_rows(r: AuditReport) -> list[list[str]]:
+    """Summary rows for `undo` and hooks (docs/operations.md, "undo", "Hooks"), only when the history has any:
+    older reports read the same."""
+    rows, ev = [], r.events
+    if ev["undo_started"]:
+        undos = _with_failed(ev["undo_succeeded"], ev["undo_failed"]) + _interrupted(ev["undo_interrupted"])
+        rows.append(["Undos", f"{undos} ({ev['release_recorded']} replaced stable versions recorded by promotions)"])
+    if ev["hook_run"]:
+        rows.append(["Hook runs", f"{ev['hook_run']} ({r.hooks_failed} failed)"])
+    return rows
 
 
 def _interrupted(count: int) -> str:

@@ -83,6 +83,14 @@ EVENTS = (
     "promote_aborted",
     "policy_decision",
     "status",
+    # undo (ops/undo.py): the stable a promotion replaced, and bringing it back
+    "release_recorded",
+    "undo_started",
+    "undo_succeeded",
+    "undo_failed",
+    "undo_interrupted",
+    # hooks (swiftdeploy/hooks.py): every run of a manifest hook
+    "hook_run",
 )
 _KNOWN = frozenset(EVENTS)
 # Plugins record their own events as `plugin.<plugin name>.<event>` (e.g. `plugin.hello.facts_read`): a namespace

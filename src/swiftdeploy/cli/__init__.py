@@ -38,6 +38,7 @@ from . import (
     status,
     teardown,
     traffic,
+    undo,
     validate,
 )
 from .app import app, debug_enabled
@@ -56,6 +57,7 @@ app.command()(deploy.deploy)
 app.command()(rollback.rollback)
 app.command()(rollout.rollout)
 app.command()(rollout.abort)
+app.command()(undo.undo)
 app.command()(teardown.teardown)
 app.command()(traffic.traffic)
 app.command()(demo.demo)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -257,6 +257,42 @@ class HistoryConfig(Strict):
         return Rotation(max_bytes=max(1, int(self.max_mb * MB)), keep=self.keep)
 
 
+# --- hooks (swiftdeploy/hooks.py, docs/operations.md "Hooks") ---
+HOOK_ARGS_MAX = 64  # arguments of one hook argv
+HOOK_ARG_CHARS = 4096  # characters of one argument
+HOOKS_PER_EVENT = 16
+HookArgv = Annotated[
+    list[Annotated[SafeText, Field(min_length=1, max_length=HOOK_ARG_CHARS)]],
+    Field(min_length=1, max_length=HOOK_ARGS_MAX),
+]
+
+
+def _hook_list(when: str) -> Any:
+    return Field(
+        default_factory=list,
+        max_length=HOOKS_PER_EVENT,
+        description=f"Commands (each an argv list, like services.command) run {when}.",
+    )
+
+
+class HooksConfig(Strict):
+    """Your own executables at fixed points of an operation, with SWIFTDEPLOY_* environment variables; cwd: the
+    manifest's folder. A failing pre_* hook stops the operation before it changes anything (exit 1); a failing
+    post_*/on_* hook is a warning."""
+
+    pre_deploy: list[HookArgv] = _hook_list("by `deploy` after its gate allows, before anything starts")
+    post_deploy: list[HookArgv] = _hook_list("after a deploy succeeded")
+    pre_promote: list[HookArgv] = _hook_list(
+        "by `promote canary` / `promote stable` after the gate allows, before anything changes"
+    )
+    post_promote: list[HookArgv] = _hook_list("after a promotion succeeded")
+    on_blocked: list[HookArgv] = _hook_list("when a policy gate blocks an operation (deny or inconclusive)")
+    post_rollback: list[HookArgv] = _hook_list("after `rollback` or `undo` succeeded")
+    timeout: Duration = Field(
+        30.0, le=600, description="Longest one hook may run; then its process group is killed (at most 10m)."
+    )
+
+
 class Manifest(Strict):
     """A validated manifest.yaml. Load one with `load_manifest(path)`; derived values are properties."""
 
@@ -267,6 +303,7 @@ class Manifest(Strict):
     opa: OpaConfig = Field(default_factory=OpaConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
     runtime: RuntimeName = Field(
         "docker", description=" or ".join(f"{s.name} ({s.summary})" for s in RUNTIMES.values()) + "."
     )

@@ -14,6 +14,7 @@ from .deploy import deploy
 from .promote import promote_canary, promote_stable
 from .rollback import rollback, teardown
 from .rollout import rollout
+from .undo import undo
 
 __all__ = [
     "ChaosResult",
@@ -28,4 +29,5 @@ __all__ = [
     "rollout",
     "teardown",
     "traffic",
+    "undo",
 ]

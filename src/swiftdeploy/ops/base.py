@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OperationAborted, OperationFailed, OperationInterrupted, PolicyBlocked, SwiftDeployError
+from ..hooks import run_hooks
 
 if TYPE_CHECKING:
     from ..generate import Change
@@ -84,6 +85,7 @@ class Operation:
         self._step_at_sigint: str | None = None
         self._start_event: tuple[str, dict[str, Any]] | None = None  # ("deploy", fields of deploy_started)
         self._sigint_watched = False
+        self.last_record: dict[str, Any] | None = None  # the last history record this operation wrote
 
     def __enter__(self) -> Operation:
         from ..lock import DeployLock
@@ -239,6 +241,7 @@ class Operation:
         from ..history import append
 
         record = append(self.m.history_path, event, rotation=self.m.history.rotation, runtime=self.m.runtime, **fields)
+        self.last_record = record  # what a hook run next sees as SWIFTDEPLOY_RECORD (swiftdeploy.hooks)
         if event.endswith("_started"):  # closed by `_succeeded`/`_failed`/`_blocked`, or `_interrupted` here
             self._start_event = (event.removesuffix("_started"), fields)
         return record
@@ -258,6 +261,7 @@ class Operation:
         except PolicyBlocked:
             violations = [v.to_dict() for v in decision.violations]
             self.event(blocked_event, verdict=decision.verdict, violations=violations, **fields)
+            run_hooks(self, "on_blocked", verdict=decision.verdict)
             raise
 
     def snapshot_services(self, m: Manifest | None = None) -> None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..hooks import run_hooks
 from .base import Operation, OpResult, Progress, failure_event
 
 
@@ -54,6 +55,7 @@ def deploy(
             op.progress("checking the host against the infrastructure policy")
             facts = host_facts(m.base_dir) | release_facts(op, direct)
             op.gate("infrastructure", facts, gate="deploy", blocked_event="deploy_blocked")
+            run_hooks(op, "pre_deploy", verdict="allow")
             started = time.monotonic()
             op.runtime.up(m, timeout=timeout, progress=op.progress)
             services = [service_of(m, "stable"), "nginx"]
@@ -74,4 +76,5 @@ def deploy(
             services={k: {"healthy": v["healthy"], "port": v.get("port")} for k, v in result.services.items()},
             seconds=round(time.monotonic() - started, 3),
         )
+        run_hooks(op, "post_deploy")
         return result

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, OperationAborted, OperationFailed
+from ..hooks import run_hooks
 from .abort import AbortWatch, roll_back_aborted
 from .base import FileTxn, Operation, OpResult, Progress, failure_event, http_json, run_all
+from .undo import record_release
 
 
 def _require_healthy(op: Operation, service: str, what: str, fix: str) -> None:
@@ -135,6 +137,7 @@ def switch_over(op: Operation, m: Any, *, timeout: float = 60.0) -> Any:
     answer = _track_answer(m_new, "stable")
     if answer.get("version") not in (None, m.canary_version):
         op.warn(f"stable answers version {answer.get('version')!r}, expected {m.canary_version!r}")
+    record_release(op, m)  # what stable ran before, for `swiftdeploy undo`
     return m_new
 
 
@@ -176,12 +179,14 @@ def promote_canary(manifest_path: Path | str, progress: Progress | None = None, 
             op.progress("checking the host against the infrastructure policy")
             facts = host_facts(m.base_dir)
             op.gate("infrastructure", facts, gate="promote_canary", blocked_event="promote_blocked", **fields)
+            run_hooks(op, "pre_promote", verdict="allow", weight=m.canary.weight)
             m_new = start_canary(op, m, timeout=timeout)
         op.snapshot_services(m_new)
         result.message = (
             f"canary {m.canary_name} ({m.canary_image}, {m.canary_version}) takes {m.canary.weight}% of public traffic"
         )
         op.event("promote_succeeded", mode_from=m.services.mode, mode_to="canary", weight=m.canary.weight, **fields)
+        run_hooks(op, "post_promote")
         return result
 
 
@@ -230,9 +235,11 @@ def promote_stable(
                 raise
             decision = op.gate("canary", facts, gate="promote_stable", blocked_event="promote_blocked", **fields)
             result.details += [f"allowed: {basis.message}" for basis in decision.basis]  # what the allow rests on
+            run_hooks(op, "pre_promote", verdict=decision.verdict)
             m_new = switch_over(op, m, timeout=timeout)
             abort.answer_late("too late: the canary had passed its gate and was being promoted; it is the new stable")
         op.snapshot_services(m_new)
         result.message = f"{m.services.name} {m.canary_version} ({m.canary_image}) is the new stable; canary removed"
         op.event("promote_succeeded", mode_from="canary", mode_to="stable", **fields)
+        run_hooks(op, "post_promote")
         return result

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import RuntimeUnavailable
 from ..fsutil import remove_stale_tmp
+from ..hooks import run_hooks
 from .base import FileTxn, Operation, OpResult, Progress, failure_event
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def rollback(manifest_path: Path | str, progress: Progress | None = None) -> OpR
         result.message = f"rolled back: {m.canary_name} removed, all traffic to stable ({m.services.version})"
         op.event("rollback", mode_from=m.services.mode, mode_to="stable", image=m.services.image,
                  version=m.services.version)  # fmt: skip
+        run_hooks(op, "post_rollback")
         return result
 
 
@@ -135,6 +137,10 @@ def _clean(op: Operation) -> list[str]:
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
+    record = m.state_dir / "releases.json"  # undo's memory of earlier stables (history keeps them too)
+    if record.is_file():
+        record.unlink()
+        removed.append(str(record))
     op.lock.remove_on_release = True
     return removed
 
