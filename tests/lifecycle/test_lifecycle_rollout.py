@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -177,9 +178,22 @@ def test_healthy_three_step_rollout_completes_and_loses_no_request(stack_dir):
     assert "succeeded" in section and "allow" in section
 
 
+# A hook that writes its SWIFTDEPLOY_* variables to hook-env/<event>.json (the rollout's hooks, below).
+ENV_HOOK = """\
+import json, os, pathlib
+out = pathlib.Path("hook-env")
+out.mkdir(exist_ok=True)
+seen = {k: v for k, v in os.environ.items() if k.startswith("SWIFTDEPLOY_")}
+(out / (os.environ["SWIFTDEPLOY_EVENT"] + ".json")).write_text(json.dumps(seen))
+"""
+
+
 def test_error_canary_at_step_2_is_rolled_back_automatically(stack_dir):
     # Each step needs 60 clean canary requests: step 2 (25 % of 40 req/s) takes seconds, time to break it.
     manifest = rollout_manifest(stack_dir, min_requests=60)
+    (stack_dir / "env_hook.py").write_text(ENV_HOOK)
+    hook = f"[['{sys.executable}', env_hook.py]]"
+    manifest.write_text(manifest.read_text() + f"hooks:\n  pre_promote: {hook}\n  post_rollback: {hook}\n")
     deploy(manifest)
     with background_traffic(load_manifest(manifest), rps=40, duration=150, headers=ONE_PER_REQUEST) as sent:
         run = Background(manifest, "rollout", "--json")
@@ -201,6 +215,15 @@ def test_error_canary_at_step_2_is_rolled_back_automatically(stack_dir):
     recorded = {x["event"]: x for x in events(stack_dir)}
     assert recorded["rollout_rolled_back"]["reason"] == "deny" and recorded["rollout_rolled_back"]["step"] == 2
     assert recorded["rollout_blocked"]["rolled_back"] is True
+    # the hooks: pre_promote before the canary took traffic (at the first step's weight), post_rollback after the
+    # automatic rollback, saying why; the last step's pre_promote (weight 100) never ran
+    pre = json.loads((stack_dir / "hook-env" / "pre_promote.json").read_text())
+    got = (pre["SWIFTDEPLOY_OPERATION"], pre["SWIFTDEPLOY_WEIGHT"], pre["SWIFTDEPLOY_VERDICT"])
+    assert got == ("rollout", "10", "allow")
+    post = json.loads((stack_dir / "hook-env" / "post_rollback.json").read_text())
+    assert (post["SWIFTDEPLOY_OPERATION"], post["SWIFTDEPLOY_VERDICT"]) == ("rollout", "deny")
+    runs = [(x["hook"], x["ok"]) for x in events(stack_dir) if x["event"] == "hook_run"]
+    assert runs == [("pre_promote", True), ("post_rollback", True)]
 
 
 def test_abort_from_a_second_process_rolls_a_running_rollout_back(stack_dir):

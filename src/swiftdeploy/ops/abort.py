@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OperationAborted, OperationFailed
+from ..hooks import run_hooks
 from .base import OpResult, Progress
 
 REQUEST_FILE = "abort.json"
@@ -275,5 +276,6 @@ def roll_back_aborted(op: Any, m: Any, exc: OperationAborted, watch: AbortWatch,
         remove_canary(op, m)
     done = f"{m.canary_name} removed, all traffic on stable ({m.services.version})"
     op.event(event, by=req.by, requested_at=req.at, **fields)
-    watch.answer(req, done)
+    watch.answer(req, done)  # before the hooks: `abort` waits for this answer
     exc.message = f"{op.name.replace('_', ' ')} {req.describe()}: {done}"
+    run_hooks(op, "post_rollback", verdict="aborted")

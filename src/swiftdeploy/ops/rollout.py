@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, OperationAborted, OperationFailed, PolicyBlocked, RolloutPaused
+from ..hooks import run_hooks
 from .abort import AbortWatch, no_sigint
 from .base import Operation, OpResult, Progress, failure_event
 
@@ -201,8 +202,9 @@ class _Run:
             ),
         )
 
-    def roll_back(self, reason: str) -> None:
-        """The automatic rollback (Ctrl-C waits for it): all traffic on stable, the canary removed, mode stable."""
+    def roll_back(self, reason: str, *, hooks: bool = True) -> None:
+        """The automatic rollback (Ctrl-C waits for it): all traffic on stable, the canary removed, mode stable;
+        then the post_rollback hooks (`hooks=False`: the caller runs them, after answering an abort request)."""
         from .rollback import remove_canary
 
         with no_sigint():
@@ -219,6 +221,8 @@ class _Run:
                 image=self.m.services.image,
                 version=self.m.services.version,
             )
+        if hooks:
+            run_hooks(self.op, "post_rollback", verdict=reason)
 
 
 def rollout(
@@ -268,6 +272,7 @@ def rollout(
             facts = host_facts(m.base_dir)
             op.gate("infrastructure", facts, gate="rollout", blocked_event="rollout_blocked", **fields)
         try:
+            run_hooks(op, "pre_promote", verdict="allow", weight=run.weight)  # before the canary takes traffic
             _begin(run, resumed, timeout)
             while True:
                 decision = _judge_step(run)
@@ -276,6 +281,7 @@ def rollout(
             run.watch.check()
             run.promoting = True
             op.progress(f"all {len(run.steps)} steps allowed: promoting {m.canary_name} to stable")
+            run_hooks(op, "pre_promote", verdict="allow", weight=100)  # before it becomes the new stable
             m_new = _promote(run, timeout)
         except OperationAborted as exc:
             _aborted(run, exc, fields)
@@ -294,6 +300,7 @@ def rollout(
             f"{'s' if len(run.steps) != 1 else ''} ({', '.join(f'{w}%' for w in run.steps)}): it is the new stable"
         )
         run.event("rollout_succeeded", steps=run.steps, mode_from="canary", mode_to="stable", **fields)
+        run_hooks(op, "post_promote")
         return result
 
 
@@ -449,14 +456,17 @@ def _aborted(run: _Run, exc: OperationAborted, fields: dict[str, Any]) -> None:
     asked and when, the request answered; `exc` says what was done."""
     req = exc.request
     where = run.position()
-    if run.m_canary is not None:
-        run.roll_back("aborted")
+    rolled_back = run.m_canary is not None
+    if rolled_back:
+        run.roll_back("aborted", hooks=False)
         done = f"{run.m.canary_name} removed at step {where['step']} ({where['weight']}%), all traffic on stable"
     else:
         done = f"stopped before {run.m.canary_name} took traffic; nothing to roll back"
     run.event("rollout_aborted", by=req.by, requested_at=req.at, **where, **fields)
-    run.watch.answer(req, done)
+    run.watch.answer(req, done)  # before the hooks: `abort` waits for this answer
     exc.message = f"rollout {req.describe()}: {done} ({run.m.services.version})"
+    if rolled_back:
+        run_hooks(run.op, "post_rollback", verdict="aborted")
 
 
 def _interrupted(run: _Run, pause: bool) -> None:
@@ -516,6 +526,7 @@ def abort_paused(manifest_path: Path | str, progress: Progress | None = None) ->
         if m.services.mode == "canary" or m.canary_name in states:
             op.event("rollout_rolled_back", reason="aborted", mode_from="canary", mode_to="stable",
                      image=m.services.image, version=m.services.version, **where)  # fmt: skip
+            run_hooks(op, "post_rollback", verdict="aborted")
         what = f"the rollout {record.state} at step {record.step + 1} ({record.weight}%)" if record else "the rollout"
         result.message = f"aborted {what}: {done}"
         op.snapshot_services()
