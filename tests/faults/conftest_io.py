@@ -174,12 +174,14 @@ def cut(head: bytes, sent: bytes) -> Handler:
 def stream(head: bytes, chunk: bytes, total: int) -> Handler:
     """Send `head`, then `chunk` repeatedly up to `total` bytes (a huge body, never held in memory)."""
 
+    block = chunk * max(1, 65536 // len(chunk))  # whole chunks, ~64 KiB a send: a 4 MiB body is 64 sends
+
     def handler(conn: socket.socket, request: Request, stop: threading.Event) -> None:
         conn.sendall(head)
         sent = 0
         while sent < total and not stop.is_set():
-            conn.sendall(chunk)
-            sent += len(chunk)
+            conn.sendall(block)
+            sent += len(block)
 
     return handler
 

@@ -38,7 +38,7 @@ def cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "deeply nested JSON": (str(tmp_path / "deep.json"), "nested deeper than"),
         "1e400": (str(tmp_path / "inf.json"), "1e400 is out of range"),
         "NaN": (str(tmp_path / "nan.json"), "NaN is not JSON"),
-        "over the size cap": (str(tmp_path / "big.json"), f"more than {MAX_INPUT} bytes"),
+        "over the size cap": (str(tmp_path / "big.json"), f"more than the limit of {MAX_INPUT}"),
         "not UTF-8": (str(tmp_path / "latin1.json"), "not UTF-8"),
     }
 

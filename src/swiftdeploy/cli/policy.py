@@ -8,7 +8,6 @@ Policy commands work without a manifest too (default policies and thresholds, em
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -150,10 +149,13 @@ def _read_input(path: Path) -> Any:
 
     from .. import safejson
     from ..errors import PolicyError
+    from ..fsutil import Refused, read_bounded
 
     name = "stdin" if str(path) == "-" else str(path)
     try:
-        raw = sys.stdin.buffer.read(MAX_INPUT + 1) if str(path) == "-" else _read_regular(path)
+        raw = sys.stdin.buffer.read(MAX_INPUT + 1) if str(path) == "-" else read_bounded(path, MAX_INPUT, what="input")
+    except Refused as exc:  # not a regular file, or over MAX_INPUT
+        raise PolicyError(f"cannot read {name}: {exc.problem}", hint="pass --input FILE with JSON") from None
     except OSError as exc:
         raise PolicyError(
             f"cannot read the input file {name}: {exc.strerror or exc}", hint="pass --input FILE with JSON"
@@ -168,27 +170,3 @@ def _read_input(path: Path) -> Any:
         raise PolicyError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except ValueError as exc:
         raise PolicyError(f"{name}: invalid JSON: {exc}") from None
-
-
-def _read_regular(path: Path) -> bytes:
-    """At most MAX_INPUT + 1 bytes of the regular file `path`: opened with O_NONBLOCK (a FIFO never blocks the
-    open) and refused unless fstat says it is a regular file (a FIFO, /dev/zero, a folder)."""
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, a device or a socket)"
-            raise OSError(f"it is {kind}")
-        if info.st_size > MAX_INPUT:
-            return b" " * (MAX_INPUT + 1)  # refused by the caller without reading it
-        os.set_blocking(fd, True)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_INPUT and (chunk := os.read(fd, MAX_INPUT + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
