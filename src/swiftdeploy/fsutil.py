@@ -107,9 +107,8 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror, str(path))
 
 
-def _writer_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process writes one file at a time: a temp file of ours is an old one
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0: nothing is sent; another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,6 +116,11 @@ def _writer_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _writer_alive(pid: int) -> bool:
+    # this process writes one file at a time: a temp file of ours is an old one
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def stale_tmp_files(folder: Path, name: str | None = None) -> list[Path]:

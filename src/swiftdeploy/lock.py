@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .errors import LockHeld, OperationFailed
+from .fsutil import pid_alive
 from .history import now_ts
 
 LOCK_FILE = "lock"
@@ -34,16 +35,6 @@ def state_dir_of(manifest_path: Path | str) -> Path:
     """The folder of the lock (and of every runtime state file) for a manifest: `.swiftdeploy` next to it, the same
     place as `Manifest.state_dir`, known before the manifest is loaded."""
     return Path(manifest_path).resolve().parent / ".swiftdeploy"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _command_line(operation: str) -> str:
@@ -105,7 +96,7 @@ class DeployLock:
         previous = self._read(handle, retries=0)
         if previous:
             pid = previous.get("pid")
-            state = "dead" if isinstance(pid, int) and not _pid_alive(pid) else "no longer holding it"
+            state = "dead" if isinstance(pid, int) and not pid_alive(pid) else "no longer holding it"
             self.warning = (
                 f"took over the lock left by an interrupted run ({describe_holder(previous)}; {state}); "
                 "check `swiftdeploy status` — that run may have stopped half-way"
@@ -222,7 +213,7 @@ class LockStatus:
 def _holder_alive(info: dict[str, Any] | None) -> bool | None:
     if not info or info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
         return None
-    return _pid_alive(info["pid"])
+    return pid_alive(info["pid"])
 
 
 def inspect(state_dir: Path | str) -> LockStatus:

@@ -390,7 +390,7 @@ def test_a_record_not_to_be_trusted_is_refused(tmp_path: Path) -> None:
         (json.dumps({**good, "weight": 10}), "do not name one of its steps"),
         (json.dumps({**good, "state": "done"}), "field 'state'"),
         (json.dumps({**good, "extra": 1}), "has the fields"),
-        (" " * 20000, "larger than"),
+        (" " * 20000, "more than the limit of"),
     ]:
         path.write_text(bad)
         with pytest.raises(OperationFailed, match="not trusted") as caught:

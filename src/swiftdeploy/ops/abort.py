@@ -87,13 +87,11 @@ def request_path(state_dir: Path) -> Path:
 def read_request(state_dir: Path) -> AbortRequest | None:
     """The abort request in the state folder (at most MAX_REQUEST_BYTES read), None when there is none or it is not
     a valid request."""
-    path = request_path(state_dir)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_REQUEST_BYTES + 1)
-    except OSError:
-        return None
-    if len(raw) > MAX_REQUEST_BYTES:
+    from ..fsutil import read_bounded
+
+    try:  # a regular file only (a FIFO planted there never blocks), at most MAX_REQUEST_BYTES
+        raw = read_bounded(request_path(state_dir), MAX_REQUEST_BYTES, what="abort request")
+    except OSError:  # missing, refused (fsutil.Refused), unreadable
         return None
     try:
         return AbortRequest.parse(json.loads(raw.decode("utf-8")))

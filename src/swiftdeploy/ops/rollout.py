@@ -77,16 +77,17 @@ def record_path(m: Any) -> Path:
 def read_record(m: Any) -> RolloutRecord | None:
     """The recorded rollout of this manifest's state folder; None when there is none. OperationFailed (naming the
     file and the fix) when it is unreadable, malformed, too large, or of another project."""
+    from ..fsutil import Refused, read_bounded
+
     path = record_path(m)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_RECORD_BYTES + 1)
+    try:  # a regular file only (a FIFO planted there never blocks), at most MAX_RECORD_BYTES
+        raw = read_bounded(path, MAX_RECORD_BYTES, what="rollout record")
     except FileNotFoundError:
         return None
+    except Refused as exc:
+        raise _bad_record(path, f"is refused ({exc.problem})") from None
     except OSError as exc:
         raise _bad_record(path, f"cannot be read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_RECORD_BYTES:
-        raise _bad_record(path, f"is larger than {MAX_RECORD_BYTES} bytes")
     try:
         data = json.loads(raw.decode("utf-8"))
     except ValueError:
