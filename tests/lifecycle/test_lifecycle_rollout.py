@@ -351,7 +351,7 @@ def test_a_killed_rollout_resumes_from_its_recorded_step(stack_dir):
         ("{steps: [50, 25]}", "must increase strictly"),
         ("{steps: [0, 10]}", "greater than or equal to 1"),
         ("{steps: [10, 100]}", "less than or equal to 99"),
-        ("{steps: [true]}", "valid integer"),
+        ("{steps: [true]}", "must be an integer, not true"),
         ("{steps: []}", "at least 1 item"),
         ("{steps: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}", "at most 10 items"),
         ("{analysis: {max_step_seconds: 2h}}", "less than or equal to 3600"),
