@@ -50,8 +50,13 @@ def stable_answer(manifest: Path) -> dict:
         return client.get(f"http://127.0.0.1:{m.nginx.admin_port}/stable/healthz").json()
 
 
+# One connection per request, as the rollout tests count: a kept-alive connection that an old nginx worker closes
+# at a graceful reload is the client's race to retry (docs/operations.md#track-changes-without-dropping-requests).
+ONE_PER_REQUEST = {"Connection": "close"}
+
+
 def undo_under_traffic(manifest: Path, *args: str) -> tuple[object, dict]:
-    with background_traffic(load_manifest(manifest), rps=40) as sent:
+    with background_traffic(load_manifest(manifest), rps=40, headers=ONE_PER_REQUEST) as sent:
         r = cli(manifest, "undo", "--json", *args)
     return r, sent
 
@@ -181,7 +186,7 @@ def test_failed_undo_puts_everything_back(stack_dir):
     m = load_manifest(manifest)
     for pair, said in (("canary:1.0.0", "app-canary exited before becoming healthy (exit code 3)"),
                        ("stable:1.0.0", "app exited before becoming healthy (exit code 3)")):  # fmt: skip
-        with background_traffic(m, rps=40) as sent:
+        with background_traffic(m, rps=40, headers=ONE_PER_REQUEST) as sent:
             r = cli(manifest, "undo", env={**os.environ, "SWIFTDEPLOY_TEST_FAIL": pair})
         assert r.returncode == 1, r.stdout + r.stderr
         assert said in r.stderr and "launcher: refusing to start" in r.stderr, r.stderr

@@ -42,8 +42,9 @@ MARKER = "SWIFTDEPLOY_PIDS"  # in the environment of every process we start: the
 
 
 def warn(message: str) -> None:
-    """Remember a refusal for the operation to say (once)."""
-    if message not in _WARNINGS:
+    """Remember a refusal for the operation to say (once; at most 100 kept until an operation takes them, so a
+    library caller that never does holds a bounded list)."""
+    if message not in _WARNINGS and len(_WARNINGS) < 100:
         _WARNINGS.append(message)
 
 
