@@ -9,7 +9,7 @@ EXAMPLE_DIR ?= build/example
 OPA_VERSION := $(shell sed -n 's/^OPA_VERSION = "\([^"]*\)"$$/\1/p' src/swiftdeploy/policy/opa_version.py)
 OPA ?= $(CURDIR)/.tools/bin/opa
 
-.PHONY: venv nginx opa opa-version test lint init-example demo e2e-docker
+.PHONY: venv nginx opa opa-version test lint init-example demo e2e-docker e2e-swarm
 
 # Create the virtualenv and install swiftdeploy (editable) with the test tools.
 venv: $(BIN)/swiftdeploy
@@ -73,3 +73,11 @@ demo: venv nginx opa
 # left behind.
 e2e-docker: venv opa
 	VENV=$(abspath $(VENV)) OPA=$(OPA) bash scripts/e2e_docker.sh
+
+# The swarm runtime on a real multi-node Docker Swarm (docs/swarm.md#the-namespace-test-harness): a manager and two
+# workers, each a private dockerd in a network namespace of its own on a host bridge, the same base and images as
+# e2e-docker loaded on every node, then the swarm story through the swiftdeploy CLI. Root only. Always removes every
+# namespace, interface, mount, process and folder it made and fails if anything is left. For development:
+# `scripts/e2e_swarm.sh --up DIR` / `--down DIR` (a cluster left running).
+e2e-swarm: venv opa
+	VENV=$(abspath $(VENV)) OPA=$(OPA) bash scripts/e2e_swarm.sh
