@@ -42,6 +42,7 @@ NET=""         # 172.29.N: the /24 of the host bridge and the nodes
 NODES=()       # m w1 w2 ...
 RUN_NETNS_MADE=0
 HOLDING=0
+HOLD_PID=""
 node_ns() { echo "sdsw$ID-$1"; }
 node_addr() { local i=${1#w}; [[ $1 == m ]] && i=0; echo "$NET.$((11 + i))"; }
 node_name() { if [[ $1 == m ]]; then echo manager; else echo "worker${1#w}"; fi; }
@@ -142,6 +143,7 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   [[ $HOLDING == 1 && $rc -eq 130 || $HOLDING == 1 && $rc -eq 143 ]] && rc=0
+  [[ -n $HOLD_PID ]] && kill "$HOLD_PID" 2>/dev/null
   phase_end
   if [[ $MODE == up && $rc -eq 0 ]]; then summary; log "cluster left up: \`$0 --down $T\` tears it down"; exit 0; fi
   if [[ -n $T && -d $T && -n $ID ]]; then
@@ -365,7 +367,8 @@ if [[ $MODE == up || $MODE == hold ]]; then
   HOLDING=1
   log "cluster up (source $T/cluster.env); Ctrl-C or SIGTERM to pid $$ tears it down"
   sleep infinity &
-  wait $! || true
+  HOLD_PID=$!
+  wait "$HOLD_PID" || true
   exit 0
 fi
 
