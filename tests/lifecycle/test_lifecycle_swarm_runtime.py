@@ -21,6 +21,7 @@ from swiftdeploy.runtime import swarm as sw
 
 DOCKER = "/usr/bin/docker"
 PROJECT = "shop"
+STABLE_ENV = ["MODE=stable", "APP_VERSION=1.0.0"]
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def _task(tid, slot, node, state="running", image="acme/api:1.0", env=None, addr
             "Timestamp": "2026-12-01T10:00:00.123456789Z",
             "ContainerStatus": {"ContainerID": container},
         },
-        "Spec": {"ContainerSpec": {"Image": image, "Env": ["MODE=stable", "APP_VERSION=1.0.0"] if env is None else env}},
+        "Spec": {"ContainerSpec": {"Image": image, "Env": STABLE_ENV if env is None else env}},
         "NetworksAttachments": [
             {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.255.0.9/16"]},
             {"Network": {"Spec": {"Name": "swiftdeploy-net"}}, "Addresses": [f"{address}/24"]},
@@ -122,7 +123,6 @@ class FakeClient:
         return [] if self.task_calls > 1 else [{"ID": "t"}]
 
 
-STABLE_ENV = ["MODE=stable", "APP_VERSION=1.0.0"]
 CANARY_ENV = ["MODE=canary", "APP_VERSION=2.0.0"]
 
 
