@@ -39,11 +39,23 @@ class Scrape:
         return self.gauges.get("app_uptime_seconds")
 
 
+def admin_base(m: Manifest) -> str:
+    """Where the admin listener is: `http://127.0.0.1:<nginx.admin_port>`, or on a runtime whose admin listener is a
+    unix socket (RuntimeSpec.admin, swarm) `http+unix://<the socket's path, percent-encoded>` (localhttp)."""
+    from urllib.parse import quote
+
+    from ..runtime import admin_socket, runtime_spec
+
+    if runtime_spec(m).admin == "unix":
+        return "http+unix://" + quote(str(admin_socket(m)), safe="")
+    return f"http://127.0.0.1:{m.nginx.admin_port}"
+
+
 def admin_url(m: Manifest, track: str, what: str) -> str:
     """URL of a track's endpoint on the admin listener, e.g. admin_url(m, "canary", "metrics")."""
     if track not in ("stable", "canary"):
         raise ValueError(f"track must be stable or canary, not {track!r}")
-    return f"http://127.0.0.1:{m.nginx.admin_port}/{track}/{what}"
+    return f"{admin_base(m)}/{track}/{what}"
 
 
 def scrape(url: str, timeout: float = 2.0, *, transport=None) -> Scrape:
