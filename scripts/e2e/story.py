@@ -108,8 +108,10 @@ class Background:
     a reload, the retry case of RFC 9112 9.3.1; docs/docker-e2e.md measures that separately.)
     """
 
-    def __init__(self, port: int, rps: float = RPS, max_seconds: float = MAX_TRAFFIC_SECONDS) -> None:
-        self.url = f"http://127.0.0.1:{port}/"
+    def __init__(
+        self, port: int, rps: float = RPS, max_seconds: float = MAX_TRAFFIC_SECONDS, host: str = "127.0.0.1"
+    ) -> None:
+        self.url = f"http://{host}:{port}/"
         self.rps, self.max_seconds = rps, max_seconds
         self.by_status: Counter[str] = Counter()
         self.by_mode: Counter[str] = Counter()
