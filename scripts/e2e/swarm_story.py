@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -42,8 +43,15 @@ WINDOW = 60
 RPS = 25
 ROLLOUT_RPS = 50
 REPO = Path(__file__).resolve().parents[2]
-# What `status --once` says when a track runs short of tasks or cannot read one of them.
-SHOWN = ("degraded", "node down", "/2 tasks", "/3 tasks", "replica", " down")
+# `status --once` on a track running short: fewer replicas than the manifest's (3 stable, 2 canary), or down.
+STATUS_SHORT = re.compile(r"^\s*(?:stable \S+\s+up [^,]*, [0-2] replica|canary \S+\s+up [^,]*, 1 replica\b|"
+                          r"(?:stable|canary) \S+\s+down)", re.M)  # fmt: skip
+
+
+def shows_loss(status_text: str) -> bool:
+    """Whether `status --once` shows a track short of its replicas (or down)."""
+    return STATUS_SHORT.search(status_text) is not None or "degraded" in status_text
+
 
 MANIFEST = """\
 # swiftdeploy swarm end-to-end manifest, written by scripts/e2e/swarm_story.py into a temporary folder.
@@ -433,7 +441,7 @@ class SwarmStory:
             def status_shows() -> bool:
                 done = self.sd("status", "--once", "--interval", "0.5", expect=None, timeout=60)
                 texts["status"] = done.stdout + done.stderr
-                return any(k in texts["status"] for k in SHOWN)
+                return shows_loss(texts["status"])
 
             def node_down() -> bool:
                 return f"{victim} Down" in self.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}")

@@ -84,3 +84,12 @@ def test_swarm_story_stack_is_valid_compose(story, tmp_path, compose_binary, mod
     assert done.returncode == 0, done.stderr
     expected = {"app", "nginx"} | ({"app-canary"} if mode == "canary" else set())
     assert set(done.stdout.split()) == expected
+
+
+def test_the_node_loss_is_seen_in_status_only_when_a_track_runs_short(story):
+    module, _ = story
+    full = "  stable 1.0.0   up 0m49s, 3 replicas   none\n  canary 2.0.0   up 0m24s, 2 replicas   none\n"
+    assert not module.shows_loss(full)
+    assert module.shows_loss(full.replace("3 replicas", "2 replicas"))
+    assert module.shows_loss(full.replace("2 replicas", "1 replica"))
+    assert module.shows_loss("  canary 2.0.0   down   none\n")
