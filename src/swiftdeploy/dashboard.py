@@ -69,6 +69,8 @@ class TrackView:
     trend_rps: list[float] = field(default_factory=list)
     trend_p99: list[float] = field(default_factory=list)
     scrape: Scrape | None = field(default=None, repr=False, compare=False)  # this refresh's scrape (not shown)
+    replicas: int | None = None  # replicas read and summed (a runtime with replicas: swarm); None: one URL
+    replicas_lost: list[str] = field(default_factory=list)  # gone since the window started: a new window starts
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
         out = {
@@ -83,6 +85,9 @@ class TrackView:
             "interval": self.interval,
             "window": self.window,
         }
+        if self.replicas is not None:  # only on a runtime with replicas: docker and local output is unchanged
+            out["replicas"] = self.replicas
+            out["replicas_lost"] = self.replicas_lost
         if trends:
             out["trend"] = {"rps": self.trend_rps, "p99_ms": self.trend_p99}
         return out
@@ -308,16 +313,19 @@ class StatusCollector:
         )
 
     def _track(self, track: str) -> TrackView:
-        from .metrics import excluded_paths, scrape, window
+        from .metrics import excluded_paths, scrape, scrape_track, window
 
         base = self.urls[track].rstrip("/")
         try:
-            current = scrape(f"{base}/metrics", timeout=self.timeout)
+            if self._fixed_urls:
+                current = scrape(f"{base}/metrics", timeout=self.timeout)
+            else:  # the one way to read a track: every replica, summed, on a runtime with replicas (swarm)
+                current = scrape_track(self.m, track, timeout=self.timeout)
         except SwiftDeployError as exc:
             self._forget(track)
             state = ABSENT if track == "canary" and self.m.services.mode != "canary" else DOWN
             return TrackView(track, state, error=str(exc))
-        view = TrackView(track, UP, scrape=current)
+        view = TrackView(track, UP, scrape=current, replicas=len(current.parts) if current.parts else None)
         self._health(view, base, current)
         if view.health != "ok":
             view.state = STARTING  # answers, but its health check does not (yet): not ready for traffic
@@ -331,7 +339,13 @@ class StatusCollector:
         while len(kept) > 1 and current.at - kept[0].at > self.window_seconds:
             kept.popleft()
         if len(kept) > 1:
-            view.window = _figures(window(kept[0], current, excluded_paths(self.m)), track_input=True)
+            w = window(kept[0], current, excluded_paths(self.m))
+            if w.replicas_lost:  # their requests since the window started are unseen: a new window starts here
+                view.replicas_lost = list(w.replicas_lost)
+                kept.clear()
+                kept.append(current)
+            else:
+                view.window = _figures(w, track_input=True)
         if view.interval is not None:
             self._trend_rps[track].append(view.interval["rps"])
             self._trend_p99[track].append(view.interval["p99_ms"] or 0.0)
@@ -416,6 +430,11 @@ class StatusCollector:
             return DomainView("canary", NOT_EVALUATED, message=f"canary is {canary.state} ({why}): nothing to judge")
         if interval is None:
             return DomainView("canary", BASELINE, message="first refresh: no window yet")
+        if canary.replicas_lost:
+            lost = ", ".join(canary.replicas_lost)
+            return DomainView(
+                "canary", BASELINE, message=f"canary replica {lost} disappeared: its requests are unseen; new window"
+            )
         if canary.window is None:
             return DomainView("canary", BASELINE, message="the canary just came up: no window yet")
         stable = views.get("stable")

@@ -453,6 +453,10 @@ def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any
         state.stylize("yellow")
     if view.mode and view.mode != view.track:
         state.append(f" ({view.mode})", style="yellow")  # a track answering as the other mode is worth seeing
+    if view.replicas is not None:  # a runtime with replicas (swarm): the figures are the sum over them
+        state.append(f", {view.replicas} replica{'s' if view.replicas != 1 else ''}")
+        if view.replicas_lost:
+            notes.append(Text(f"{view.track}: replica {', '.join(view.replicas_lost)} gone: new window"))
     chaos = view.chaos or {}
     mode = chaos.get("mode", "?")
     shown = mode

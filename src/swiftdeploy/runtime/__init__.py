@@ -56,6 +56,12 @@ class RuntimeSpec:
     # "with-binary" (a supervised process, when an OPA binary is found: policy/server.py's find_binary).
     opa_service: Literal["always", "with-binary"]
     public_host: str  # the host address nginx's public port is bound on (compose publishes on every interface)
+    # Issue 17 (per-replica metrics). replicas: a track runs several replicas, each scraped on its own and summed
+    # (the runtime provides `task_urls(m, track, what) -> {task id: URL}`; metrics.track_urls asks it).
+    # admin: how the admin listener is reached: "tcp" (127.0.0.1:<nginx.admin_port>) or "unix" (the socket
+    # metrics.admin_socket(m) in the state folder, http+unix:// URLs); metrics.admin_url builds both.
+    replicas: bool = False
+    admin: Literal["tcp", "unix"] = "tcp"
 
 
 # One line per runtime: name, summary, implementation, apps, nginx, opa_service, public_host (see RuntimeSpec).
