@@ -150,13 +150,22 @@ def demo_api_env(**settings: str) -> dict[str, str]:
 
 class DemoApi:
     """`python -m demo_api` on a free 127.0.0.1 port, healthy when the constructor returns (else it is stopped and
-    the error shows its log); `stop()` ends it (SIGTERM, then SIGKILL) and returns the exit code."""
+    the error shows its log); `stop()` ends it (SIGTERM, then SIGKILL) and returns the exit code. `port`: that port
+    instead of a free one (a new process on a stopped one's port: a restarted replica)."""
 
-    def __init__(self, log_dir: Path, mode: str = "stable", version: str = "1.0.0", *, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        mode: str = "stable",
+        version: str = "1.0.0",
+        *,
+        timeout: float = 20.0,
+        port: int | None = None,
+    ) -> None:
         self.mode = mode
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"demo_api-{mode}-{self.port}.log"
+        self.log = log_dir / f"demo_api-{mode}-{self.port}-{time.monotonic_ns()}.log"
         env = demo_api_env(MODE=mode, APP_VERSION=version, APP_PORT=str(self.port), APP_HOST="127.0.0.1")
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
