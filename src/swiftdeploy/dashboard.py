@@ -9,9 +9,11 @@ Each refresh first re-reads the manifest when its file changed (inode, size or m
 mode, thresholds, window and ports follow `promote`/`rollback` or an edit made elsewhere; an invalid edit keeps
 the last valid manifest and says so (`Snapshot.manifest_error`). Then it scrapes every track (metrics, healthz,
 chaos) through the admin listener, or through the per-track base URLs given to the collector (tests point them
-straight at demo API processes). A track that does not answer is "down" (or "absent" when the manifest runs no
-canary), one that answers but whose health check does not is "starting"; the canary policy is only asked about
-tracks it can see. Nothing here raises for a dead track or a failing policy engine: the snapshot says so.
+straight at demo API processes); without given URLs a track's metrics are read with `metrics.scrape_track` (on
+swarm: every replica, summed; a replica lost since the window started restarts that track's window). A track
+that does not answer is "down" (or "absent" when the manifest runs no canary), one that answers but whose health
+check does not is "starting"; the canary policy is only asked about tracks it can see. Nothing here raises for a
+dead track or a failing policy engine: the snapshot says so.
 
 `refreshes(collector, interval)` is the one refresh loop (live `status`, `status --once` through `snapshot()`,
 and the demo's sampler): collect, let a `StatusRecorder` decide whether this refresh becomes a `status` record in
