@@ -435,10 +435,23 @@ class SwarmRuntime(DockerRuntime):
         if service == OPA:
             return self._local.logs_tail(m, OPA, n)
         try:
-            argv = service_logs_argv(self.cli(m), full_name(m, service), n, False)
-            return self._exec(argv, timeout=30, what="docker service logs").splitlines()[-n:]
+            return self._service_logs(service_logs_argv(self.cli(m), full_name(m, service), n, False))[-n:]
         except (OperationFailed, RuntimeUnavailable):
             return []
+
+    def _service_logs(self, argv: list[str]) -> list[str]:
+        """`docker service logs` without --follow: the tasks' stdout and stderr streams, as one (apps log to
+        stderr: uvicorn does)."""
+        try:
+            done = self._run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                             timeout=60, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise OperationFailed(f"`{' '.join(argv)}` did not finish in 60 s") from None
+        except OSError as exc:
+            raise RuntimeUnavailable(f"docker service logs: cannot run {argv[0]}: {exc.strerror or exc}") from None
+        if done.returncode != 0:
+            raise self._failed(done, "docker service logs")
+        return (done.stdout or "").splitlines()
 
     def services(self, m: Manifest) -> list[ServiceInfo]:
         """`ps`: a row per service (its tasks summed up in `detail`: how many run where), the supervised OPA."""
@@ -487,7 +500,7 @@ class SwarmRuntime(DockerRuntime):
         argvs = [service_logs_argv(self.cli(m), full_name(m, name), tail, follow) for name in names]
         if not follow:
             for argv in argvs:
-                for line in self._exec(argv, timeout=60, what="docker service logs").splitlines():
+                for line in self._service_logs(argv):
                     yield LogLine(line)
             return
         yield from _follow_all(self._popen, argvs)
