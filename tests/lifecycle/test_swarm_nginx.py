@@ -22,6 +22,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -85,11 +86,11 @@ class Tasks:
 def tasks(tmp_path_factory) -> Iterator[Tasks]:
     folder = tmp_path_factory.mktemp("swarm-tasks")
     running = Tasks(folder, _shared_port(ALL_HOSTS))
+    modes = {host: "stable" for host in [*STABLE_HOSTS, SPARE_HOST]} | {host: "canary" for host in CANARY_HOSTS}
     try:
-        for host in STABLE_HOSTS + [SPARE_HOST]:
-            running.start(host, "stable")
-        for host in CANARY_HOSTS:
-            running.start(host, "canary")
+        with ThreadPoolExecutor(max_workers=3) as pool:  # started side by side; every one started is stopped
+            for started in [pool.submit(running.start, host, mode) for host, mode in modes.items()]:
+                started.result()
         yield running
     finally:
         running.stop_all()
