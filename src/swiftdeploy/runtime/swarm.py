@@ -122,7 +122,7 @@ class ServiceView:
             text += f"; update {self.update.replace('_', ' ')}"
         others = [t for t in self.tasks if not t.serving]
         for t in others[:4]:
-            why = "node down" if not t.node_up else t.message or t.state
+            why = "node down" if not t.node_up else "the previous spec" if not t.current else t.message or t.state
             text += f"; .{t.slot or '?'} on {t.node}: {t.state}" + (f" ({why})" if why != t.state else "")
         return text[:500]
 
