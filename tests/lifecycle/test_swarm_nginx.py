@@ -10,12 +10,14 @@ The generated file runs with only the substitutions support.SwarmNginx lists (re
 pid/temp/log paths, public listen on 127.0.0.1). Proven: public requests spread over every task a name answers,
 the canary weight split across the two names, `/task/<ip>/...` on the admin socket reaching exactly that task,
 nginx following tasks added to and removed from DNS without a reload, a killed task still in DNS costing no request,
-and the all_to_canary handover. Bounded request counts, 127.0.0.1-only traffic (loopback addresses), every process
+a task that answers no SYN (a lost node) costing none either, a track without tasks being a JSON 502 for that
+track only, and the all_to_canary handover. Bounded request counts, 127.0.0.1-only traffic (loopback addresses), every process
 stopped by the fixtures' finalizers; no timing assertion (the polls are bounded waits).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -35,7 +37,8 @@ STABLE_HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 CANARY_HOSTS = ["127.0.0.5", "127.0.0.6"]
 SPARE_HOST = "127.0.0.7"  # a task Swarm starts later (test_nginx_follows_tasks_added_and_removed)
 VICTIM_HOST = "127.0.0.8"  # a task that dies while DNS still answers it (test_a_killed_task_costs_no_request)
-ALL_HOSTS = [*STABLE_HOSTS, *CANARY_HOSTS, SPARE_HOST, VICTIM_HOST]
+SILENT_HOST = "127.0.0.9"  # a task on a lost node: SYNs unanswered (test_a_task_that_never_answers_costs_no_request)
+ALL_HOSTS = [*STABLE_HOSTS, *CANARY_HOSTS, SPARE_HOST, VICTIM_HOST, SILENT_HOST]
 WEIGHT = 30
 FOLLOW_DEADLINE = 10.0  # seconds a poll waits for nginx to act on a DNS change (a bound, not an assertion)
 SERVED = re.compile(r'^http_requests_total\{method="GET",path="/",status_code="200"\} ([0-9.e+]+)$', re.M)
@@ -296,3 +299,70 @@ def test_all_to_canary_sends_everything_to_the_canary_name(tasks, swarm_manifest
     with nginx.admin() as admin:
         for _ in range(10):
             assert tasks.host_of(admin.get("/stable/healthz").headers["x-app-version"]) in CANARY_HOSTS
+
+
+@contextlib.contextmanager
+def _silent_task(host: str, port: int) -> Iterator[None]:
+    """`host:port` answers no SYN, like a task on a node that is gone: a listener with a full accept queue (backlog
+    0 and one connection held, never accepted), so the kernel drops every further SYN. No firewall rule involved."""
+    with socket.socket() as listener, socket.socket() as held:
+        listener.bind((host, port))
+        listener.listen(0)
+        held.connect((host, port))
+        with socket.socket() as probe:  # the next connect gets no answer at all
+            probe.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                probe.connect((host, port))
+        yield
+
+
+def test_a_task_that_never_answers_costs_no_request(tasks, dns, swarm_manifest, swarm_nginx):
+    """A task on a lost node is still in DNS until Swarm notices, and its address answers nothing: nginx gives up
+    on it after the swarm target's 1 s proxy_connect_timeout and the request goes to the next address. Every
+    request succeeds; those that tried the silent task first are slower (not asserted: no timing)."""
+    nginx = swarm_nginx(swarm_manifest("stable"))
+    with _silent_task(SILENT_HOST, tasks.port):
+        dns.set("app", [*STABLE_HOSTS, SILENT_HOST])
+        silent = f"{SILENT_HOST}:{tasks.port}, "
+        responses: list[httpx.Response] = []
+        while len(responses) < 40 and silent not in nginx.access_log.read_text():
+            responses += _public(nginx, 4)  # at most 40 requests, each at most one 1 s timeout slower
+    assert silent in nginx.access_log.read_text(), "nginx never tried the silent task first in 40 requests"
+    assert set(_by_task(tasks, responses)) <= set(STABLE_HOSTS)  # all 200, none from the silent address
+    errors = nginx.error_log.read_text(errors="replace")
+    assert "upstream timed out (110: Connection timed out) while connecting to upstream" in errors
+    assert f"{SILENT_HOST}:{tasks.port}" in errors
+
+
+def test_a_track_without_tasks_is_a_json_502_until_it_has_one(tasks, dns, swarm_manifest, swarm_nginx):
+    """A name with no task (Docker's DNS answers NXDOMAIN) is nginx's JSON 502 for that track only; the other
+    track keeps serving, and the track serves again as soon as its name answers a task (no reload)."""
+    m = swarm_manifest("canary")
+    nginx = swarm_nginx(m)
+    dns.set("app-canary", [])
+    canary_until = _pinned_until(nginx, "always")
+    answer = canary_until(lambda r: r.status_code != 200)  # a worker may hold the answer of a moment ago (1 s)
+    assert answer.status_code == 502
+    assert answer.json() == {
+        "error": "bad gateway: the service did not answer",
+        "code": 502,
+        "service": "app",
+        "contact": m.nginx.contact,
+    }
+    assert set(_by_task(tasks, _public(nginx, 20, {"X-Canary": "never"}))) <= set(STABLE_HOSTS)
+    dns.set("app-canary", CANARY_HOSTS)
+    answer = canary_until(lambda r: r.status_code == 200)
+    assert answer.status_code == 200 and tasks.host_of(answer.headers["x-app-version"]) in CANARY_HOSTS
+
+
+def _pinned_until(nginx: SwarmNginx, pin: str) -> Callable[[Callable[[httpx.Response], bool]], httpx.Response]:
+    """until(done) -> the first response to `X-Canary: <pin>` requests, one every 0.2 s, for which done() holds
+    (or the last one after FOLLOW_DEADLINE seconds: the caller's assertion then fails)."""
+
+    def until(done: Callable[[httpx.Response], bool]) -> httpx.Response:
+        deadline = time.monotonic() + FOLLOW_DEADLINE
+        while not done(answer := _public(nginx, 1, {"X-Canary": pin})[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return answer
+
+    return until
