@@ -11,8 +11,8 @@ pid/temp/log paths, public listen on 127.0.0.1). Proven: public requests spread 
 the canary weight split across the two names, `/task/<ip>/...` on the admin socket reaching exactly that task,
 nginx following tasks added to and removed from DNS without a reload, a killed task still in DNS costing no request,
 a task that answers no SYN (a lost node) costing none either, a track without tasks being a JSON 502 for that
-track only, and the all_to_canary handover. Bounded request counts, 127.0.0.1-only traffic (loopback addresses), every process
-stopped by the fixtures' finalizers; no timing assertion (the polls are bounded waits).
+track only, and the all_to_canary handover. Bounded request counts, loopback-only traffic, every process stopped
+by the fixtures' finalizers; no timing assertion (the polls are bounded waits).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import re
 import signal
 import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -156,6 +157,36 @@ def _by_task(tasks: Tasks, responses: list[httpx.Response]) -> Counter[str]:
 
 def _served_now(tasks: Tasks, hosts: list[str]) -> dict[str, int]:
     return {host: tasks.served(host) for host in hosts}
+
+
+def test_the_dns_stand_in_answers_like_a_dns_server(dns):
+    """The stand-in for Docker's DNS: A records of the names it holds (the question echoed, the query's id),
+    NXDOMAIN otherwise, no answer at all to a malformed packet, and it keeps serving after one."""
+    port = int(dns.address.rsplit(":", 1)[1])
+
+    def ask(packet: bytes) -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(packet, ("127.0.0.1", port))
+            try:
+                return sock.recv(512)
+            except TimeoutError:
+                return None
+
+    def query(name: bytes, ident: int = 0x1234) -> bytes:
+        labels = b"".join(bytes([len(part)]) + part for part in name.split(b"."))
+        return struct.pack("!6H", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+
+    reply = ask(query(b"app"))
+    assert reply is not None
+    ident, flags, questions, answers = struct.unpack("!4H", reply[:8])
+    assert (ident, flags & 0x800F, questions, answers) == (0x1234, 0x8000, 1, len(STABLE_HOSTS))
+    records = reply[len(query(b"app")) :]  # after the echoed question: 16 bytes per A record, the address last
+    assert [socket.inet_ntoa(records[i + 12 : i + 16]) for i in range(0, len(records), 16)] == STABLE_HOSTS
+    assert struct.unpack("!H", ask(query(b"nowhere"))[2:4])[0] & 0xF == 3  # NXDOMAIN
+    for junk in (b"", b"\x00" * 5, query(b"app")[:15], b"\xff" * 64, query(b"a" * 64), b"\x12\x34\x81\x00" + b"\0" * 8):
+        assert ask(junk) is None  # too short, cut, a reply, an over-long label: silence
+    assert ask(query(b"app-canary", 7))[:2] == b"\x00\x07"  # still serving
 
 
 def test_public_requests_spread_over_every_stable_task(tasks, swarm_manifest, swarm_nginx):
