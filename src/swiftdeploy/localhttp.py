@@ -16,6 +16,10 @@ httpx (the project's one HTTP client) is imported on the first request. Every re
 - One connection per request (the shared client keeps no idle connection): a graceful nginx reload that closes
   idle keep-alive connections can never fail a health check, exactly like one `curl` per check.
 - No proxy from the environment (`trust_env=False`): an `http_proxy` must not capture 127.0.0.1 URLs.
+- Unix sockets: `http+unix://<percent-encoded socket path>/<path>` (the swarm runtime's admin listener, see
+  `unix_url`) is the same request over that socket, with the same bounds; each socket gets one client of its own
+  (an httpx transport with `uds=`), built once and shared like the TCP one. A socket that does not exist, is not a
+  socket or refuses is Unreachable.
 
 The client is built once per process (building one loads the CA bundle: ~40 ms) and shared by threads; the traffic
 generator passes a `pooled_client` (kept-alive connections) instead; tests pass an httpx `transport` (e.g.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import json as jsonlib
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -34,7 +39,11 @@ from typing import Any
 
 USER_AGENT = "swiftdeploy"
 IDENTITY = ("", "identity")
+UNIX_SCHEME = "http+unix"
+UNIX_PATH_MAX = 107  # bytes of a unix socket path (sun_path is 108 bytes with its terminating NUL on Linux)
 _client: Any = None
+_unix_clients: dict[str, Any] = {}
+_UNIX_CLIENTS_MAX = 8
 _client_lock = threading.Lock()
 
 
@@ -86,6 +95,40 @@ def _shared_client() -> Any:
         return _client
 
 
+def _unix_client(socket_path: str) -> Any:
+    """The shared client of one unix socket (one connection per request, like the TCP client)."""
+    with _client_lock:
+        client = _unix_clients.get(socket_path)
+        if client is None:
+            import httpx
+
+            if len(_unix_clients) >= _UNIX_CLIENTS_MAX:  # a process talks to one or two sockets: keep a few
+                _unix_clients.pop(next(iter(_unix_clients))).close()
+            settings = _client_settings()
+            transport = httpx.HTTPTransport(uds=socket_path, limits=settings.pop("limits"))
+            client = _unix_clients[socket_path] = httpx.Client(transport=transport, **settings)
+        return client
+
+
+def unix_url(socket_path: str | os.PathLike[str], path: str) -> str:
+    """`http+unix://%2Fstate%2Fadmin%2Fadmin.sock/stable/metrics`: `path` on the HTTP server listening on the unix
+    socket `socket_path` (the socket path percent-encoded into the URL's host part)."""
+    from urllib.parse import quote
+
+    return f"{UNIX_SCHEME}://{quote(os.fspath(socket_path), safe='')}/{path.lstrip('/')}"
+
+
+def split_unix_url(url: str) -> tuple[str, str] | None:
+    """(socket path, the same request as an `http://localhost/...` URL) of an http+unix URL; None for any other."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != UNIX_SCHEME:
+        return None
+    from urllib.parse import unquote
+
+    host, slash, path = rest.partition("/")
+    return unquote(host), f"http://localhost{slash}{path}"
+
+
 class _Deadline:
     """The time left of one request. Every connection's network stream is wrapped once (`bound`, through httpx's
     `trace` extension when the connection is made) so that each read and write waits at most the time left of
@@ -132,12 +175,17 @@ class _Deadline:
     @staticmethod
     def trace(event: str, info: Mapping[str, Any]) -> None:
         """httpx's `trace` extension: bound each new connection's stream (plain TCP, or TLS on top of it)."""
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        if event in _CONNECTED:
             stream = info.get("return_value")
             if stream is not None:
                 _Deadline.bound(stream)
 
 
+_CONNECTED = (
+    "connection.connect_tcp.complete",
+    "connection.connect_unix_socket.complete",
+    "connection.start_tls.complete",
+)
 _CURRENT: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("swiftdeploy_deadline", default=None)
 
 
@@ -172,6 +220,18 @@ def fetch(
     import httpx
 
     deadline = _Deadline(timeout)
+    unix = split_unix_url(url)
+    if unix is not None:
+        socket_path, url = unix
+        if client is not None and transport is None:
+            raise ValueError("a pooled_client talks TCP: it cannot reach a unix socket")
+        if not socket_path:
+            raise Unreachable("ConnectError: the http+unix URL names no socket path")
+        if len(os.fsencode(socket_path)) > UNIX_PATH_MAX:
+            raise Unreachable(
+                f"ConnectError: the socket path {socket_path} is longer than {UNIX_PATH_MAX} bytes (a unix socket "
+                "path limit)"
+            )
     sent_headers = dict(headers or {})
     if json is not None:
         content = jsonlib.dumps(json).encode()
@@ -180,7 +240,7 @@ def fetch(
     if own:
         client = httpx.Client(transport=transport, **_client_settings())
     elif client is None:
-        client = _shared_client()
+        client = _shared_client() if unix is None else _unix_client(socket_path)
     token = _CURRENT.set(deadline)
     try:
         with client.stream(

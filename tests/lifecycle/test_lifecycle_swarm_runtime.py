@@ -118,9 +118,13 @@ class FakeClient:
                 return svc
         raise NotFound(key)
 
-    def tasks(self, filters=None):  # api.tasks after a service rm: gone at the second look
+    def tasks(self, filters=None):  # api.tasks after a service rm: the engine forgets the service (404) at last
+        from docker.errors import NotFound
+
         self.task_calls += 1
-        return [] if self.task_calls > 1 else [{"ID": "t"}]
+        if self.task_calls > 1:
+            raise NotFound("service sdl_app-canary not found")
+        return [{"ID": "t"}]
 
 
 CANARY_ENV = ["MODE=canary", "APP_VERSION=2.0.0"]

@@ -26,6 +26,7 @@ __all__ = [
     "Runtime",
     "RuntimeSpec",
     "ServiceHealth",
+    "admin_address",
     "admin_socket",
     "Track",
     "LOCAL_APP_PORTS",
@@ -87,6 +88,13 @@ def admin_socket(m: Manifest) -> Path:
     """The admin listener's unix socket on a runtime whose spec says `admin="unix"` (nginx listens on it inside its
     container, from a bind mount of this folder)."""
     return m.state_dir / "admin" / "admin.sock"
+
+
+def admin_address(m: Manifest) -> str:
+    """The admin listener for people: `http://127.0.0.1:8081`, or `unix:<socket>` (RuntimeSpec.admin)."""
+    if runtime_spec(m).admin == "unix":
+        return f"unix:{admin_socket(m)}"
+    return f"http://127.0.0.1:{m.nginx.admin_port}"
 
 
 def runtime_spec(m: Manifest) -> RuntimeSpec:

@@ -251,7 +251,13 @@ class SwarmRuntime(DockerRuntime):
         return f"docker stack ps {m.project_name}", f"docker service logs {full_name(m, NGINX_SERVICE)}"
 
     def views(self, m: Manifest) -> dict[str, ServiceView]:
-        return service_views(self.engine(m), m)
+        from docker.errors import DockerException
+
+        client = self.engine(m)
+        try:
+            return service_views(client, m)
+        except DockerException as exc:
+            raise RuntimeUnavailable(f"reading the stack from the swarm manager failed: {engine_reason(exc)}") from None
 
     def _deploy(self, m: Manifest, progress: Progress, *, prune: bool = False) -> None:
         self._admin_dir(m)
@@ -311,7 +317,17 @@ class SwarmRuntime(DockerRuntime):
                 f"removing {name} failed: {exc.explanation or exc}",
                 hint=f"remove it by hand: `docker service rm {name}`",
             ) from None
-        self._until(lambda: not client.api.tasks(filters={"service": name}), STOP_WAIT)
+        self._until(lambda: not self._tasks_of(client, name), STOP_WAIT)
+
+    @staticmethod
+    def _tasks_of(client: Any, service: str) -> list[Any]:
+        """The tasks a removed service still has (none once the manager forgot the service)."""
+        from docker.errors import NotFound
+
+        try:
+            return list(client.api.tasks(filters={"service": service}))
+        except NotFound:
+            return []
 
     @staticmethod
     def _until(done: Callable[[], bool], timeout: float) -> bool:
