@@ -393,7 +393,10 @@ class Manifest(Strict):
             if value != 1:
                 raise ValueError(f"{field} is {value}, but only the swarm runtime runs replicas; set runtime: swarm")
         if "swarm" in self.model_fields_set:
-            raise ValueError(f"the swarm section is for runtime: swarm (this manifest's runtime is {self.runtime})")
+            raise ValueError(
+                f"the swarm section is for runtime: swarm (this manifest's runtime is {self.runtime}); remove it "
+                "or set runtime: swarm"
+            )
 
     # --- derived values (generators and runtimes read these, never recompute them) ---
 

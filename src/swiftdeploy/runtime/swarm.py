@@ -36,7 +36,7 @@ from ..render.compose import NGINX_SERVICE
 from ..render.stack import NGINX_ROOT_USER, STACK_FILE, STACK_LABEL
 from .base import LogLine, Progress, ServiceHealth, ServiceInfo, Track, _noop, expected_services, role_of, service_of
 from .base import wait_until_healthy as _wait_until_healthy
-from .docker import DockerRuntime, connect, engine_reason
+from .docker import DockerRuntime, connect, engine_address, engine_reason
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -205,7 +205,16 @@ class SwarmRuntime(DockerRuntime):
             import docker
 
             self._client_factory = lambda: docker.DockerClient(base_url=host, timeout=30)
-        client = connect(self._client_factory)
+        try:
+            client = connect(self._client_factory)
+        except RuntimeUnavailable as exc:
+            # connect() names DOCKER_HOST (or the local socket) and suggests runtime: local: name the manager's
+            # engine that was asked (swarm.docker_host) and the swarm fix instead.
+            reason = exc.message.partition(f" at {engine_address()}: ")[2] or exc.message
+            raise RuntimeUnavailable(
+                f"no Docker engine answers at {host or engine_address()}: {reason}",
+                hint="start the manager's Docker engine, or set swarm.docker_host to a manager's engine",
+            ) from None
         try:
             swarm = client.info().get("Swarm") or {}
         except Exception as exc:  # noqa: BLE001 - any SDK failure is "the engine does not answer"
