@@ -207,7 +207,8 @@ def test_docker_host_schemes_accepted(host):
 @pytest.mark.parametrize("host", ["/var/run/docker.sock", "http://mgr1:2375", "npipe:////./pipe/docker", "mgr1"])
 def test_docker_host_other_schemes_refused(host):
     problem = _problem(f"services: {{image: d:1}}\nruntime: swarm\nswarm: {{docker_host: '{host}'}}\n")
-    assert problem.startswith("manifest.yaml:") and "swarm.docker_host" in problem and "is not an engine address: use unix:///path/docker.sock, tcp://HOST:PORT or ssh://HOST" in problem
+    assert problem.startswith("manifest.yaml:") and "swarm.docker_host" in problem
+    assert "is not an engine address: use unix:///path/docker.sock, tcp://HOST:PORT or ssh://HOST" in problem
 
 
 @pytest.mark.parametrize(
