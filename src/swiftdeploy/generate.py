@@ -56,8 +56,9 @@ def files(m: Manifest) -> dict[str, str]:
     """Relative path (under m.out_dir) -> text of every generated file: reads the policies, then renders."""
     from .policy.bundle import load_policy_set
     from .render import render_all
+    from .render.stack import nginx_user
 
-    return render_all(m, load_policy_set(m))
+    return render_all(m, load_policy_set(m), nginx_user=nginx_user())
 
 
 def plan(m: Manifest) -> list[Change]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import InvalidInput
 
-RUNTIME_CHOICES = ("local", "docker")
+RUNTIME_CHOICES = ("local", "docker", "swarm")
 
 _HEAD = """\
 # swiftdeploy manifest, written by `swiftdeploy new`. This is the only file you edit: `swiftdeploy init` generates
@@ -43,7 +43,7 @@ canary:
 
 nginx:
   port: 8080        # public listener
-  admin_port: 8081  # /stable|canary/{{metrics,healthz,chaos}}, 127.0.0.1 only
+{admin}
 
 policy:
   # auto: the OPA server when one answers, else the embedded Rego engine (same policies).
@@ -65,6 +65,7 @@ policy:
 _VARIANTS = {
     "local": {
         "checks": "the app command",
+        "admin": "  admin_port: 8081  # /stable|canary/{metrics,healthz,chaos}, 127.0.0.1 only",
         "image": """\
   # The local runtime does not run images: this is only passed to the app as APP_IMAGE. The docker runtime runs it.
   image: swift-deploy-1-node:latest""",
@@ -87,6 +88,7 @@ runtime: local""",
     },
     "docker": {
         "checks": "the images",
+        "admin": "  admin_port: 8081  # /stable|canary/{metrics,healthz,chaos}, 127.0.0.1 only",
         "image": """\
   # The image of the stable track. The demo API's image, built from the installed package:
   #   docker build -t swift-deploy-1-node:latest \\
@@ -103,6 +105,32 @@ runtime: local""",
         "runtime": """\
 # docker: a compose stack (needs a Docker engine with Compose v2). local: the same topology as processes.
 runtime: docker""",
+    },
+    "swarm": {
+        "checks": "the manager, its nodes, the images and the stack file",
+        "admin": "  # The admin listener (/stable|canary/..., /task/<address>/...) is a unix socket on this manager:\n"
+        "  # .swiftdeploy/admin/admin.sock. No admin port is published on any node.",
+        "image": """\
+  # The image of the stable track. No registry is asked: every node of the cluster must hold it
+  # (`docker save IMAGE | docker -H <node> load`, or your own registry).
+  image: swift-deploy-1-node:latest
+  # How many tasks of the stable track run, spread over the nodes (the canary's: canary.replicas).
+  replicas: 3""",
+        "port": """\
+  # The port the app listens on inside its tasks (it gets it as APP_PORT); never published.
+  port: 3000""",
+        "command": "",
+        "canary_command": """\
+  # The canary's image (unset: services.image) and its number of tasks.
+  # image: swift-deploy-1-node:next
+  replicas: 2
+""",
+        "runtime": """\
+# swarm: a stack on the Docker Swarm cluster this manager runs (docs/swarm.md); swiftdeploy runs on the manager.
+runtime: swarm
+# swarm:
+#   docker_host: unix:///var/run/docker.sock   # the manager's engine (default: DOCKER_HOST, else this socket)
+#   nginx_constraints: ["node.role == manager"]  # nginx runs here: it mounts nginx.conf and the admin socket""",
     },
 }
 

@@ -142,7 +142,7 @@ def test_bad_value_points_at_the_value():
 def test_unknown_key_without_close_match_lists_valid_fields():
     with pytest.raises(ManifestError) as info:
         parse_manifest("services: {image: demo:1, zzzzzz: 1}\n")
-    assert "valid fields here: command, health_path, image, mode, name, port, restart_policy, version" in str(
+    assert "valid fields here: command, health_path, image, mode, name, port, replicas, restart_policy, version" in str(
         info.value
     )
 

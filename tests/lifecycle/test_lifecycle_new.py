@@ -51,6 +51,13 @@ def test_new_writes_a_commented_manifest_and_refuses_to_overwrite_it(tmp_path):
     # the docker variant renders and passes `init` too
     assert cli(manifest, "init").returncode == 0
 
+    # the swarm variant: replicas on both tracks, no admin port, docker-stack.yml instead of docker-compose.yml
+    assert new(tmp_path, "--runtime", "swarm", "--force").returncode == 0
+    swarm = load_manifest(manifest)
+    assert (swarm.runtime, swarm.services.replicas, swarm.canary.replicas) == ("swarm", 3, 2)
+    assert "admin_port" not in manifest.read_text()
+    assert cli(manifest, "init").returncode == 0 and (tmp_path / "docker-stack.yml").is_file()
+
 
 def test_the_starter_deploys_as_written(stack_dir):
     """`new`, `validate`, `deploy`, `promote canary` with the file as written. Two things are not the file's to

@@ -3,9 +3,9 @@ real demo API processes on 127.0.0.1: the summed window equals what each replica
 only its own counters, a replica that stops answering fails the track's scrape, one gone at the end of a window is
 reported lost and every promotion path refuses it, and the single-URL runtimes (docker, local) are unchanged.
 
-The swarm runtime itself is not here: `Replicas` below stands in for its `task_urls(m, track, what)` (the contract
-in docs/swarm-metrics.md), registered as the runtime of a local-runtime manifest with `RuntimeSpec.replicas`; every
-URL it returns is a real demo API's.
+The Docker engine is not here: `Replicas` and `SocketTasks` below stand in for SwarmRuntime.task_urls (which lists
+the running tasks from the engine), registered in RUNTIMES; every URL they return reaches a real demo API, directly
+or (the last test) through the real nginx on the generated swarm nginx.conf, over its unix admin socket.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from swiftdeploy.errors import OperationFailed
 from swiftdeploy.localhttp import unix_url
 from swiftdeploy.manifest import load_manifest
 from swiftdeploy.metrics import (
-    admin_socket,
     admin_url,
     canary_input,
     require_seen,
@@ -34,7 +33,7 @@ from swiftdeploy.metrics import (
     track_urls,
     window,
 )
-from swiftdeploy.runtime import RUNTIMES
+from swiftdeploy.runtime import RUNTIMES, admin_socket
 
 
 class Replicas:
@@ -239,3 +238,97 @@ def test_a_single_url_scrape_has_no_parts(demo_api: Callable[..., DemoApi]) -> N
     assert before.parts == {} and w.requests == 5
     assert (w.replicas, w.replicas_lost, w.replicas_new, w.replicas_restarted) == (0, (), (), ())
     require_seen({"canary": w})  # nothing lost: no error
+
+
+# --- the whole path on the swarm runtime's own nginx.conf ----------------------------------------------------------
+
+CANARY_TASKS = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]  # loopback addresses: one "task" each, one shared port
+STABLE_TASKS = ["127.0.0.34"]
+
+
+class SocketTasks:
+    """Stands in for SwarmRuntime.task_urls (which reads the engine): the same URLs it builds,
+    `<admin_base(m)>/task/<task address>/<what>`, for the "tasks" in `hosts`."""
+
+    hosts: ClassVar[dict[str, list[str]]] = {}
+
+    def task_urls(self, m: Any, track: str, what: str) -> dict[str, str]:
+        from swiftdeploy.metrics import admin_base
+
+        return {
+            f"{track}.{i + 1} {host}": f"{admin_base(m)}/task/{host}/{what}" for i, host in enumerate(self.hosts[track])
+        }
+
+
+def _shared_port(hosts: list[str]) -> int:
+    import socket
+
+    from support import free_port
+
+    for _ in range(50):
+        port = free_port()
+        try:
+            for host in hosts:
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError(f"no port free on all of {hosts}")
+
+
+def test_a_swarm_track_is_summed_through_the_real_admin_socket(
+    nginx_binary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated swarm nginx.conf on the real nginx (support.SwarmNginx: Docker's DNS stood in by a DnsServer)
+    listening on admin_socket(m), three canary "tasks" (real demo APIs on their own loopback addresses): public
+    traffic split by nginx plus uneven direct traffic; the summed window read through http+unix:// and
+    /task/<address>/metrics equals what each task counted itself."""
+    from support import DnsServer, SwarmNginx, free_port
+
+    from swiftdeploy.metrics import admin_base
+
+    port = _shared_port(CANARY_TASKS + STABLE_TASKS)
+    apis: dict[str, DemoApi] = {}
+    try:
+        for host in CANARY_TASKS + STABLE_TASKS:
+            mode = "canary" if host in CANARY_TASKS else "stable"
+            apis[host] = DemoApi(tmp_path, mode, f"2.0.{host.rsplit('.', 1)[1]}", host=host, port=port)
+        project = tmp_path / "p"
+        project.mkdir()
+        (project / "manifest.yaml").write_text(
+            f"services: {{name: app, image: demo:1, port: {port}, mode: canary, replicas: 1}}\n"
+            f"canary: {{weight: 50, replicas: 3}}\nnginx: {{port: {free_port()}, proxy_timeout: 5s}}\n"
+            "policy: {engine: embedded}\nruntime: swarm\n",
+            encoding="utf-8",
+        )
+        m = load_manifest(project / "manifest.yaml")
+        spec = dataclasses.replace(RUNTIMES["swarm"], impl=f"{SocketTasks.__module__}:SocketTasks")
+        assert spec.replicas and spec.admin == "unix"
+        monkeypatch.setitem(RUNTIMES, "swarm", spec)
+        monkeypatch.setattr(SocketTasks, "hosts", {"canary": CANARY_TASKS, "stable": STABLE_TASKS})
+        with (
+            DnsServer({"app": STABLE_TASKS, "app-canary": CANARY_TASKS}) as dns,
+            SwarmNginx(nginx_binary, m, admin_socket(m).parent, dns.address) as nginx,
+        ):
+            assert admin_base(m).startswith("http+unix://") and nginx.socket == admin_socket(m)
+            own = {host: scrape_replicas({host: f"{apis[host].url}/metrics"}) for host in CANARY_TASKS}
+            before = scrape_track(m, "canary")
+            assert len(before.parts) == 3
+            with httpx.Client(base_url=nginx.public, timeout=10.0, headers={"Connection": "close"}) as client:
+                modes = [client.get("/").headers.get("x-mode") for _ in range(40)]
+            for host, n in zip(CANARY_TASKS, (6, 0, 13), strict=True):
+                hit(apis[host], n)
+            after = scrape_track(m, "canary")
+            served = {
+                host: window(own[host], scrape_replicas({host: f"{apis[host].url}/metrics"})).requests
+                for host in CANARY_TASKS
+            }
+            w = window(before, after)
+            assert "canary" in modes and "stable" in modes  # nginx split the public traffic
+            assert w.replicas == 3 and w.replicas_lost == ()
+            assert w.requests == sum(served.values()) == modes.count("canary") + 6 + 13
+            assert scrape_track(m, "stable").parts.keys() == {f"stable.1 {STABLE_TASKS[0]}"}
+    finally:
+        for api in apis.values():
+            api.stop()

@@ -1,4 +1,4 @@
-"""`swiftdeploy new [--runtime local|docker] [--force]`: write a commented starter manifest (library:
+"""`swiftdeploy new [--runtime local|docker|swarm] [--force]`: write a commented starter manifest (library:
 `starter.py`)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import typer
 class RuntimeChoice(StrEnum):
     local = "local"
     docker = "docker"
+    swarm = "swarm"
 
 
 def new(
@@ -21,7 +22,7 @@ def new(
         typer.Option(
             "--runtime",
             help="local: processes on 127.0.0.1 behind the real nginx (runs the bundled demo API as written). "
-            "docker: a compose stack.",
+            "docker: a compose stack. swarm: a stack on a Docker Swarm cluster, run from a manager.",
         ),
     ] = RuntimeChoice.local,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing manifest.")] = False,

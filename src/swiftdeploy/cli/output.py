@@ -293,10 +293,12 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..runtime import admin_address
+
     console = out()
     console.print(
         f"[bold]{escape(m.project_name)}[/bold] · {m.runtime} runtime · mode {m.services.mode} · "
-        f"public http://127.0.0.1:{m.nginx.port} · admin http://127.0.0.1:{m.nginx.admin_port}"
+        f"public http://127.0.0.1:{m.nginx.port} · admin {escape(admin_address(m))}"
     )
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
     for column in ("SERVICE", "ROLE", "STATE", "HEALTH", "PID/CONTAINER", "PORTS", "VERSION", "UPTIME"):

@@ -9,7 +9,7 @@ import posixpath
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..history import DEFAULT_KEEP, DEFAULT_MAX_MB, DEFAULT_STATUS_EVERY, MB, Rotation
 from ..policy.opa_version import OPA_IMAGE
@@ -54,6 +54,13 @@ class ServiceConfig(Strict):
         description="Path the app answers 200 on when healthy: polled by deploy and status, and the docker "
         "healthcheck (docs/your-service.md).",
     )
+    replicas: Replicas = Field(
+        1, description="Swarm runtime only: tasks of the stable track, spread over the cluster's nodes."
+    )
+
+
+MAX_REPLICAS = 50
+Replicas = Annotated[int, Field(ge=1, le=MAX_REPLICAS, strict=True)]
 
 
 # --- progressive delivery (`swiftdeploy rollout`, docs/operations.md#progressive-delivery) ---
@@ -100,6 +107,7 @@ class CanaryConfig(Strict):
         f"increasing, at most {MAX_STEPS}); default: one step at canary.weight.",
     )
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    replicas: Replicas = Field(1, description="Swarm runtime only: tasks of the canary track.")
 
     @model_validator(mode="after")
     def _steps_increase(self) -> CanaryConfig:
@@ -127,6 +135,50 @@ class NginxConfig(Strict):
 class NetworkConfig(Strict):
     name: Name = Field("swiftdeploy-net", description="Compose network name.")
     driver_type: Literal["bridge", "overlay"] = Field("bridge", description="Compose network driver.")
+
+
+class SwarmUpdate(Strict):
+    """How Swarm replaces a track's tasks when its image or version changes (`promote stable`, `undo`)."""
+
+    parallelism: int = Field(1, ge=1, le=MAX_REPLICAS, strict=True, description="Tasks replaced at a time.")
+    delay: Duration = Field(2.0, le=600, description="Pause between two batches of replaced tasks.")
+    order: Literal["start-first", "stop-first"] = Field(
+        "start-first",
+        description="`start-first`: a new task is healthy before an old one stops (the track never shrinks).",
+    )
+    failure_action: Literal["rollback", "pause"] = Field(
+        "rollback", description="A new task that fails its healthcheck: roll the service back, or pause the update."
+    )
+    monitor: Duration = Field(10.0, le=600, description="How long a new task is watched for failure.")
+
+
+class SwarmConfig(Strict):
+    """Swarm runtime only (docs/swarm.md): where the cluster's manager is and how the stack is placed."""
+
+    docker_host: SafeText | None = Field(
+        None,
+        description="The manager's Docker engine (unix://, tcp:// or ssh://); default: DOCKER_HOST, else the local "
+        "socket. swiftdeploy runs on the manager: nginx's admin socket and the generated files are on its disk.",
+    )
+    update: SwarmUpdate = Field(default_factory=SwarmUpdate)
+
+    @field_validator("docker_host")
+    @classmethod
+    def _engine_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("unix://", "tcp://", "ssh://")):
+            raise ValueError(
+                f"{value!r} is not an engine address: use unix:///path/docker.sock, tcp://HOST:PORT or ssh://HOST"
+            )
+        return value
+
+    nginx_constraints: list[SafeText] = Field(
+        default_factory=lambda: ["node.role == manager"],
+        min_length=1,
+        max_length=16,
+        description="Placement constraints of the nginx task. It must land on the node swiftdeploy runs on (it "
+        "bind-mounts nginx.conf and the admin socket from there): pin it, e.g. `node.hostname == <manager>`, when "
+        "the cluster has several managers.",
+    )
 
 
 class OpaConfig(Strict):
@@ -304,6 +356,7 @@ class Manifest(Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     runtime: RuntimeName = Field(
         "docker", description=" or ".join(f"{s.name} ({s.summary})" for s in RUNTIMES.values()) + "."
     )
@@ -334,9 +387,25 @@ class Manifest(Strict):
                     f"{claim.field} and {taken[claim.port]} are both {claim.port}; give each listener its own port"
                 )
             taken[claim.port] = claim.field
+        self._runtime_settings()
         if self.output_dir is not None and (posixpath.isabs(self.output_dir) or ".." in Path(self.output_dir).parts):
             raise ValueError("output_dir must be a folder inside the manifest's folder (relative, no '..')")
         return self
+
+    def _runtime_settings(self) -> None:
+        """Settings of one runtime are refused on another, never silently ignored."""
+        if self.runtime == "swarm":
+            if "driver_type" in self.network.model_fields_set and self.network.driver_type != "overlay":
+                raise ValueError("network.driver_type must be overlay on the swarm runtime (or left out)")
+            return
+        for field, value in (("services.replicas", self.services.replicas), ("canary.replicas", self.canary.replicas)):
+            if value != 1:
+                raise ValueError(f"{field} is {value}, but only the swarm runtime runs replicas; set runtime: swarm")
+        if "swarm" in self.model_fields_set:
+            raise ValueError(
+                f"the swarm section is for runtime: swarm (this manifest's runtime is {self.runtime}); remove it "
+                "or set runtime: swarm"
+            )
 
     # --- derived values (generators and runtimes read these, never recompute them) ---
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .scrape import (
     Scrape,
-    admin_socket,
+    admin_base,
     admin_url,
     parse,
     scrape,
@@ -31,7 +31,7 @@ __all__ = [
     "EXCLUDED_PATHS",
     "Scrape",
     "TrackWindow",
-    "admin_socket",
+    "admin_base",
     "admin_url",
     "canary_input",
     "excluded_paths",

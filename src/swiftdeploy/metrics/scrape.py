@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OperationFailed
@@ -53,26 +52,25 @@ class Scrape:
         return self.gauges.get("app_uptime_seconds")
 
 
-def admin_socket(m: Manifest) -> Path:
-    """The admin listener's unix socket on a runtime whose RuntimeSpec.admin is "unix" (swarm): nginx listens on it,
-    bind-mounted from the state folder, so no TCP port of the host or the cluster reaches the tracks' admin paths.
-    The one place that names this path."""
-    return m.state_dir / "admin" / "admin.sock"
+def admin_base(m: Manifest) -> str:
+    """Where the admin listener is: `http://127.0.0.1:<nginx.admin_port>`, or on a runtime whose admin listener is a
+    unix socket (RuntimeSpec.admin, swarm) `http+unix://<the socket's path, percent-encoded>` (localhttp)."""
+    from urllib.parse import quote
+
+    from ..runtime import admin_socket, runtime_spec
+
+    if runtime_spec(m).admin == "unix":
+        return "http+unix://" + quote(str(admin_socket(m)), safe="")
+    return f"http://127.0.0.1:{m.nginx.admin_port}"
 
 
 def admin_url(m: Manifest, track: str, what: str) -> str:
     """URL of a track's endpoint on the admin listener, e.g. admin_url(m, "canary", "metrics"):
     `http://127.0.0.1:<nginx.admin_port>/canary/metrics`, or on a unix-socket admin listener (swarm)
-    `http+unix://<percent-encoded admin_socket(m)>/canary/metrics`. The one place that builds admin URLs."""
+    `http+unix://<percent-encoded runtime.admin_socket(m)>/canary/metrics` (admin_base)."""
     if track not in ("stable", "canary"):
         raise ValueError(f"track must be stable or canary, not {track!r}")
-    from ..runtime import runtime_spec
-
-    if runtime_spec(m).admin == "unix":
-        from ..localhttp import unix_url
-
-        return unix_url(admin_socket(m), f"/{track}/{what}")
-    return f"http://127.0.0.1:{m.nginx.admin_port}/{track}/{what}"
+    return f"{admin_base(m)}/{track}/{what}"
 
 
 def track_urls(m: Manifest, track: str, what: str = "metrics") -> dict[str, str]:

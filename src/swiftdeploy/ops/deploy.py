@@ -39,7 +39,7 @@ def deploy(
     """
     from .. import generate
     from ..policy.facts import host_facts
-    from ..runtime import service_of
+    from ..runtime import admin_address, service_of
 
     with Operation(manifest_path, "deploy", progress) as op:
         m = op.m
@@ -66,7 +66,7 @@ def deploy(
         op.snapshot_services()
         result.message = (
             f"deployed {m.services.name} {m.services.version} ({m.services.mode} mode) on the {op.runtime.name} "
-            f"runtime: public http://127.0.0.1:{m.nginx.port}, admin http://127.0.0.1:{m.nginx.admin_port}"
+            f"runtime: public http://127.0.0.1:{m.nginx.port}, admin {admin_address(m)}"
         )
         op.event(
             "deploy_succeeded",

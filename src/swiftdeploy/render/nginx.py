@@ -29,6 +29,7 @@ STABLE, CANARY = "stable", "canary"
 ADMIN_PATHS = ("metrics", "healthz", "chaos")
 # Reachable only through the admin listener; the public listener answers 404 for these prefixes.
 PUBLIC_CLOSED = ("metrics", "chaos", STABLE, CANARY)
+IPV4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
 LOG_FORMAT = "$time_iso8601 | $status | ${request_time}s | $upstream_addr | $request"
 TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -43,7 +44,15 @@ class NginxTarget:
     temp_dir: folder for client_body/proxy/fastcgi/uwsgi/scgi temp paths (each `<temp_dir>/nginx-<kind>`).
     error_log: a path or "stderr"; access_log: a path ("/dev/stdout" in a container).
     host_paths: the paths are on this host (not in a container), so `required_dirs()` lists their folders.
-    kind: a label for the file's header comment ("docker", "local").
+    kind: a label for the file's header comment ("docker", "local", "swarm").
+    resolver: a DNS server nginx asks at request time (swarm: Docker's 127.0.0.11). Then the tracks are not
+    `upstream` groups resolved once at start but names re-resolved every second, so nginx follows a track's tasks as
+    Swarm adds, moves and replaces them (a dnsrr name answers every running task's address; nginx round-robins over
+    them and tries the next address when one does not connect).
+    connect_timeout: proxy_connect_timeout when it must be shorter than nginx.proxy_timeout (swarm: a task on a
+    lost node never answers a SYN; nginx gives up on that address after this and tries the next one).
+    task_port: the app's port for the per-task admin paths `/task/<IPv4>/{metrics,healthz,chaos}` (swarm: every
+    replica is read on its own; the CLI learns the addresses from the engine).
     """
 
     kind: str
@@ -56,6 +65,9 @@ class NginxTarget:
     access_log: str | None = None
     temp_dir: str | None = None
     host_paths: bool = False
+    resolver: str | None = None
+    connect_timeout: str | None = None
+    task_port: int | None = None
 
     @classmethod
     def docker(cls, m: Manifest) -> NginxTarget:
@@ -72,6 +84,22 @@ class NginxTarget:
             error_log="stderr",
             access_log="/dev/stdout",
             temp_dir="/tmp",
+        )
+
+    @classmethod
+    def swarm(cls, m: Manifest) -> NginxTarget:
+        """In a Swarm task: the tracks are dnsrr service names resolved at request time; the admin listener is a
+        unix socket in a folder bind-mounted from the manager's state folder (runtime.admin_socket), never a port."""
+        from .stack import ADMIN_SOCKET
+
+        docker = cls.docker(m)
+        return replace(
+            docker,
+            kind="swarm",
+            admin_listen=f"unix:{ADMIN_SOCKET}",
+            resolver="127.0.0.11",
+            connect_timeout=nginx_duration(min(1.0, m.nginx.proxy_timeout)),
+            task_port=m.services.port,
         )
 
     @classmethod
@@ -123,7 +151,8 @@ def render_nginx(m: Manifest, target: NginxTarget | None = None) -> str:
             f"mode is {m.services.mode!r} but the nginx target {'lacks' if canary else 'has'} a canary upstream"
         )
     out: list[str] = [header(m)]
-    out.append(f"# Target: {t.kind}. Public listener :{m.nginx.port}, admin listener :{m.nginx.admin_port}.\n")
+    admin = t.admin_listen if t.admin_listen.startswith("unix:") else f":{m.nginx.admin_port}"
+    out.append(f"# Target: {t.kind}. Public listener :{m.nginx.port}, admin listener {admin}.\n")
     out += _main_context(t)
     out.append("http {\n")
     out += _indent(_http_context(m, t), 1)
@@ -131,7 +160,7 @@ def render_nginx(m: Manifest, target: NginxTarget | None = None) -> str:
     out += _indent(_upstreams(t), 1)
     if canary:
         out.append("\n")
-        out += _indent(_split(m), 1)
+        out += _indent(_split(m, t), 1)
     out.append("\n")
     out += _indent(_public_server(m, t, canary), 1)
     out.append("\n")
@@ -175,11 +204,18 @@ def _http_context(m: Manifest, t: NginxTarget) -> list[str]:
             path = f"{t.temp_dir}/nginx-{kind.replace('_', '-')}"
             lines.append(f"{kind}_temp_path {nginx_quote(path)};\n")
         lines.append("\n")
+    if t.resolver:
+        lines += [
+            "# Track names are resolved at request time (re-asked every second): nginx follows the tasks.\n",
+            f"resolver {t.resolver} valid=1s ipv6=off;\n",
+            "resolver_timeout 2s;\n",
+            "\n",
+        ]
     lines += [
         f"log_format swiftdeploy '{LOG_FORMAT}';\n",
         f"access_log {nginx_quote(t.access_log)} swiftdeploy;\n" if t.access_log else "access_log off;\n",
         "\n",
-        f"proxy_connect_timeout {timeout};\n",
+        f"proxy_connect_timeout {t.connect_timeout or timeout};\n",
         f"proxy_read_timeout {timeout};\n",
         f"proxy_send_timeout {timeout};\n",
         "proxy_http_version 1.1;\n",
@@ -195,7 +231,14 @@ def _http_context(m: Manifest, t: NginxTarget) -> list[str]:
     return lines
 
 
+def _pass(t: NginxTarget, track: str) -> str:
+    """proxy_pass's target for one track: its upstream group, or (with a resolver) the variable naming it."""
+    return f"$swiftdeploy_{track}" if t.resolver else track
+
+
 def _upstreams(t: NginxTarget) -> list[str]:
+    if t.resolver:
+        return _resolved_tracks(t)
     lines: list[str] = []
     tracks = [(STABLE, t.stable_upstream)] + ([(CANARY, t.canary_upstream)] if t.canary_upstream else [])
     for index, (name, address) in enumerate(tracks):
@@ -211,6 +254,19 @@ def _upstreams(t: NginxTarget) -> list[str]:
     return lines
 
 
+def _resolved_tracks(t: NginxTarget) -> list[str]:
+    """With a resolver: each track is a variable holding its host:port, so proxy_pass resolves it per request."""
+    tracks = [(STABLE, t.stable_upstream)] + ([(CANARY, t.canary_upstream)] if t.canary_upstream else [])
+    lines = ["# Each track's address (a variable, so nginx resolves the name at request time).\n"]
+    for name, address in tracks:
+        lines += [
+            f"map $request_id $swiftdeploy_{name} {{\n",
+            f"    default {nginx_quote(_address(address))};\n",
+            "}\n",
+        ]
+    return lines
+
+
 def _address(address: str) -> str:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not all(c.isalnum() or c in "._-" for c in host):
@@ -218,7 +274,7 @@ def _address(address: str) -> str:
     return address
 
 
-def _split(m: Manifest) -> list[str]:
+def _split(m: Manifest, t: NginxTarget) -> list[str]:
     weight = m.canary.weight
     if weight == 0:
         shares = ["    * stable;\n"]
@@ -238,6 +294,17 @@ def _split(m: Manifest) -> list[str]:
         "    default $swiftdeploy_split;\n",
         '    "~*^always$" canary;\n',
         '    "~*^never$" stable;\n',
+        "}\n",
+    ] + (_track_address(t) if t.resolver else [])
+
+
+def _track_address(t: NginxTarget) -> list[str]:
+    assert t.canary_upstream is not None
+    return [
+        "\n",
+        "map $swiftdeploy_track $swiftdeploy_track_address {\n",
+        f"    {CANARY} {nginx_quote(_address(t.canary_upstream))};\n",
+        f"    default {nginx_quote(_address(t.stable_upstream))};\n",
         "}\n",
     ]
 
@@ -279,7 +346,7 @@ def _public_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
         "# Public listener. Nothing here routes to OPA.\n",
         *_server_common(t.public_listen),
         "location / {\n",
-        f"    proxy_pass http://{'$swiftdeploy_track' if canary else STABLE};\n",
+        f"    proxy_pass http://{_public_pass(t, canary)};\n",
         "}\n",
         "\n",
         "# Metrics, chaos and the per-track admin paths exist only on the admin listener.\n",
@@ -292,23 +359,34 @@ def _public_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
     return ["server {\n", *_indent(body, 1), "}\n"]
 
 
+def _public_pass(t: NginxTarget, canary: bool) -> str:
+    if not canary:
+        return _pass(t, STABLE)
+    return "$swiftdeploy_track_address" if t.resolver else "$swiftdeploy_track"
+
+
 def _app_path(m: Manifest, admin_path: str) -> str:
     """The app's own path behind an admin path: `/<track>/healthz` reaches services.health_path."""
     return m.services.health_path if admin_path == "healthz" else f"/{admin_path}"
 
 
 def _admin_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
+    where = "a unix socket, no port" if t.admin_listen.startswith("unix:") else "127.0.0.1 only on the host"
     body = [
-        "# Admin listener: 127.0.0.1 only on the host. The CLI scrapes and injects chaos through it.\n",
+        f"# Admin listener: {where}. The CLI scrapes and injects chaos through it.\n",
         *_server_common(t.admin_listen),
     ]
     for path in ADMIN_PATHS:
-        body += [f"location = /{STABLE}/{path} {{\n", f"    proxy_pass http://{STABLE}{_app_path(m, path)};\n", "}\n"]
+        body += [
+            f"location = /{STABLE}/{path} {{\n",
+            f"    proxy_pass http://{_pass(t, STABLE)}{_app_path(m, path)};\n",
+            "}\n",
+        ]
     if canary:
         for path in ADMIN_PATHS:
             body += [
                 f"location = /{CANARY}/{path} {{\n",
-                f"    proxy_pass http://{CANARY}{_app_path(m, path)};\n",
+                f"    proxy_pass http://{_pass(t, CANARY)}{_app_path(m, path)};\n",
                 "}\n",
             ]
     else:
@@ -318,6 +396,14 @@ def _admin_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
             f"    return 503 {_json_body(m, 'no canary track running', 503, m.canary_name)};\n",
             "}\n",
         ]
+    if t.task_port is not None:
+        body.append("# One task (replica) by its address on the stack's network: the CLI reads every replica.\n")
+        for path in ADMIN_PATHS:
+            body += [
+                f'location ~ "^/task/(?<swiftdeploy_task>{IPV4})/{path}$" {{\n',
+                f"    proxy_pass http://$swiftdeploy_task:{t.task_port}{_app_path(m, path)};\n",
+                "}\n",
+            ]
     body += [
         "location / {\n",
         f"    return 404 {_json_body(m, 'not found', 404)};\n",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .base import Runtime, ServiceHealth, Track, service_of, wait_until_healthy
@@ -25,6 +26,8 @@ __all__ = [
     "Runtime",
     "RuntimeSpec",
     "ServiceHealth",
+    "admin_address",
+    "admin_socket",
     "Track",
     "LOCAL_APP_PORTS",
     "get_runtime",
@@ -56,12 +59,12 @@ class RuntimeSpec:
     # "with-binary" (a supervised process, when an OPA binary is found: policy/server.py's find_binary).
     opa_service: Literal["always", "with-binary"]
     public_host: str  # the host address nginx's public port is bound on (compose publishes on every interface)
-    # Issue 17 (per-replica metrics). replicas: a track runs several replicas, each scraped on its own and summed
-    # (the runtime provides `task_urls(m, track, what) -> {task id: URL}`; metrics.track_urls asks it).
-    # admin: how the admin listener is reached: "tcp" (127.0.0.1:<nginx.admin_port>) or "unix" (the socket
-    # metrics.admin_socket(m) in the state folder, http+unix:// URLs); metrics.admin_url builds both.
-    replicas: bool = False
+    # tcp: nginx's admin listener is 127.0.0.1:<nginx.admin_port>; unix: a unix socket in the state folder
+    # (`admin_socket(m)`): swarm publishes ports on every interface of a node, so no TCP port could stay private.
     admin: Literal["tcp", "unix"] = "tcp"
+    # replicas: a track runs several replicas, each scraped on its own and summed (issue 17): the runtime provides
+    # `task_urls(m, track, what) -> {task id: URL}`, metrics.track_urls asks it (docs/swarm-metrics.md).
+    replicas: bool = False
 
 
 # One line per runtime: name, summary, implementation, apps, nginx, opa_service, public_host (see RuntimeSpec).
@@ -70,8 +73,32 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     for spec in (
         RuntimeSpec("docker", "compose", ".docker:DockerRuntime", "images", "container", "always", "0.0.0.0"),
         RuntimeSpec("local", "processes", ".local:LocalRuntime", "command", "host", "with-binary", "127.0.0.1"),
+        RuntimeSpec(
+            "swarm",
+            "docker swarm stack",
+            ".swarm:SwarmRuntime",
+            "images",
+            "container",
+            "with-binary",
+            "0.0.0.0",
+            admin="unix",
+            replicas=True,
+        ),
     )
 }
+
+
+def admin_socket(m: Manifest) -> Path:
+    """The admin listener's unix socket on a runtime whose spec says `admin="unix"` (nginx listens on it inside its
+    container, from a bind mount of this folder)."""
+    return m.state_dir / "admin" / "admin.sock"
+
+
+def admin_address(m: Manifest) -> str:
+    """The admin listener for people: `http://127.0.0.1:8081`, or `unix:<socket>` (RuntimeSpec.admin)."""
+    if runtime_spec(m).admin == "unix":
+        return f"unix:{admin_socket(m)}"
+    return f"http://127.0.0.1:{m.nginx.admin_port}"
 
 
 def runtime_spec(m: Manifest) -> RuntimeSpec:
@@ -113,10 +140,9 @@ def port_claims(m: Manifest, *, probe: bool = True) -> list[PortClaim]:
     numbers distinct (with probe=False: it looks for no OPA binary, so `must_be_free` of a "with-binary" OPA
     port is False there); validate binds the `must_be_free` ones."""
     spec = runtime_spec(m)
-    claims = [
-        PortClaim("nginx.port", "public", spec.public_host, m.nginx.port),
-        PortClaim("nginx.admin_port", "admin", "127.0.0.1", m.nginx.admin_port),
-    ]
+    claims = [PortClaim("nginx.port", "public", spec.public_host, m.nginx.port)]
+    if spec.admin == "tcp":
+        claims.append(PortClaim("nginx.admin_port", "admin", "127.0.0.1", m.nginx.admin_port))
     if m.policy.engine != "embedded":
         claims.append(PortClaim("opa.port", "opa", "127.0.0.1", m.opa.port, must_be_free=probe and stack_runs_opa(m)))
     if spec.apps == "command":

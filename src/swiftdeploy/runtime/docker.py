@@ -123,11 +123,13 @@ done
 
 
 def reload_argv(base: Sequence[str], pid_file: str, drain: int) -> list[str]:
+    return nginx_reload_argv([*base, "exec", "-T", NGINX_SERVICE], pid_file, drain)
+
+
+def nginx_reload_argv(exec_prefix: Sequence[str], pid_file: str, drain: int) -> list[str]:
+    """RELOAD_SCRIPT run in the nginx container by `exec_prefix` (`compose exec -T nginx`, `docker exec -i ID`)."""
     return [
-        *base,
-        "exec",
-        "-T",
-        NGINX_SERVICE,
+        *exec_prefix,
         "sh",
         "-c",
         RELOAD_SCRIPT,
@@ -509,18 +511,28 @@ class DockerRuntime:
             self._check_reload(m, self._pipe_config(m, base, target, text))
 
     def _pipe_config(self, m: Manifest, base: list[str], target: Any, text: str) -> subprocess.CompletedProcess[str]:
+        return self._pipe_to_nginx(m, [*base, "exec", "-T", NGINX_SERVICE], target, text)
+
+    def _pipe_to_nginx(
+        self, m: Manifest, exec_prefix: list[str], target: Any, text: str
+    ) -> subprocess.CompletedProcess[str]:
         # Old workers get as long as a proxied request may take (proxy_timeout) to finish theirs.
         drain = max(10, math.ceil(m.nginx.proxy_timeout) + 5)
-        argv = reload_argv(base, target.pid_path, drain)
+        argv = nginx_reload_argv(exec_prefix, target.pid_path, drain)
         return self._call(argv, timeout=drain + 60, what="reloading nginx", stdin=text)
 
+    def _commands(self, m: Manifest) -> tuple[str, str]:
+        """(how to list the stack's services, how to read nginx's log): for hints."""
+        return f"docker compose -p {m.project_name} ps", f"docker compose -p {m.project_name} logs nginx"
+
     def _check_reload(self, m: Manifest, done: subprocess.CompletedProcess[str]) -> None:
-        logs = f"`docker compose -p {m.project_name} logs nginx`"
+        ps, nginx_logs = self._commands(m)
+        logs = f"`{nginx_logs}`"
         if done.returncode == 2:
             raise self._failed(
                 done,
                 "nginx -t of the new configuration (nginx keeps serving the previous one)",
-                hint=f"every upstream service must be running (`docker compose -p {m.project_name} ps`); "
+                hint=f"every upstream service must be running (`{ps}`); "
                 "if they are and the manifest validates, this is a swiftdeploy bug: please report it",
             )
         if done.returncode == 4:
