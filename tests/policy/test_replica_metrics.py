@@ -332,3 +332,22 @@ def test_a_swarm_track_is_summed_through_the_real_admin_socket(
     finally:
         for api in apis.values():
             api.stop()
+
+
+def test_chaos_reaches_every_replica(
+    replicated: dict[str, dict[str, str]], three: dict[str, DemoApi], write_manifest
+) -> None:
+    """`chaos` on a runtime with replicas goes to each one: a recover through one balanced admin URL could leave
+    another replica failing."""
+    from swiftdeploy.ops.chaos import chaos
+
+    m = write_manifest()
+    replicated["canary"] = {task: api.url for task, api in three.items()}
+
+    def modes() -> list[str]:
+        return [httpx.get(f"{api.url}/chaos", timeout=5.0).json()["mode"] for api in three.values()]
+
+    assert chaos(m, "canary", "error", rate=0.5).state["mode"] == "error"
+    assert modes() == ["error"] * 3
+    chaos(m, "canary", "recover")
+    assert modes() == ["none"] * 3

@@ -36,9 +36,11 @@ class ChaosResult:
 
 
 def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rate: float | None = None) -> ChaosResult:
-    """Inject `slow` (each request sleeps `duration` s), `error` (a `rate` fraction answers 500) or `recover`."""
+    """Inject `slow` (each request sleeps `duration` s), `error` (a `rate` fraction answers 500) or `recover`.
+    On a runtime with replicas (swarm) every running replica of the track gets it (`metrics.track_urls`), so
+    `recover` never leaves one of them failing; `state` is then the first replica's answer."""
     from ..history import append
-    from ..metrics import admin_url
+    from ..metrics import track_urls
 
     if track not in ("stable", "canary"):
         raise InvalidInput(f"track must be stable or canary, not {track!r}")
@@ -54,7 +56,12 @@ def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rat
         body["rate"] = fields["rate"] = float(rate)
     elif mode != "recover":
         raise InvalidInput(f"unknown chaos mode {mode!r}", hint="use slow, error or recover")
-    url = admin_url(m, track, "chaos")
+    states = [_post_chaos(url, track, body) for url in track_urls(m, track, "chaos").values()]
+    append(m.history_path, "chaos", rotation=m.history.rotation, track=track, mode=mode, runtime=m.runtime, **fields)
+    return ChaosResult(track=track, mode=mode, state=states[0])
+
+
+def _post_chaos(url: str, track: str, body: dict[str, Any]) -> dict[str, Any]:
     status, answer = http_json(url, method="POST", body=body, timeout=10.0)
     detail = answer.get("detail") or answer.get("error") if isinstance(answer, dict) else str(answer)[:200]
     if status == 503 and track == "canary":
@@ -68,8 +75,7 @@ def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rat
         )
     if status != 200 or not isinstance(answer, dict):
         raise OperationFailed(f"POST {url} answered HTTP {status}: {detail}")
-    append(m.history_path, "chaos", rotation=m.history.rotation, track=track, mode=mode, runtime=m.runtime, **fields)
-    return ChaosResult(track=track, mode=mode, state=answer)
+    return answer
 
 
 @dataclass
