@@ -293,7 +293,9 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..runtime import admin_address
+    from ..runtime import admin_address, runtime_spec
+
+    replicas = runtime_spec(m).replicas
 
     console = out()
     console.print(
@@ -311,7 +313,12 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
         ports = ", ".join(str(p) for p in s.ports) or "–"
         uptime = _uptime(s.uptime_seconds) if s.uptime_seconds is not None else "–"
         table.add_row(escape(s.service), s.role, state, health, where, ports, escape(s.version or "–"), uptime)
-        if s.state != "absent" and s.health not in ("healthy", "no healthcheck") and s.detail:
+        # Replicas (swarm): where each service's tasks run is worth a line even when all is well.
+        if (
+            s.state != "absent"
+            and s.detail
+            and ((replicas and s.pid is None) or s.health not in ("healthy", "no healthcheck"))
+        ):
             notes.append(f"  [dim]{escape(s.service)}: {escape(s.detail)}[/dim]")
     print_table(table, console)
     for note in notes:

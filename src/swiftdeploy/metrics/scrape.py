@@ -116,7 +116,11 @@ def scrape_replicas(
         try:
             return scrape(urls[task], timeout, transport=transport)
         except OperationFailed as exc:
-            raise OperationFailed(f"replica {task} of the {name}: {exc}", hint=exc.hint) from None
+            raise OperationFailed(
+                f"replica {task} of the {name}: {exc.message}",
+                hint="its node may be down or the task going away (`swiftdeploy ps` shows where the tasks run); "
+                "nothing decides on a track it cannot fully see: run it again once every replica answers",
+            ) from None
 
     from concurrent.futures import ThreadPoolExecutor
 
