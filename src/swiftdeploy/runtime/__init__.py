@@ -62,8 +62,9 @@ class RuntimeSpec:
     # tcp: nginx's admin listener is 127.0.0.1:<nginx.admin_port>; unix: a unix socket in the state folder
     # (`admin_socket(m)`): swarm publishes ports on every interface of a node, so no TCP port could stay private.
     admin: Literal["tcp", "unix"] = "tcp"
-    # replicas: a track runs several replicas, each scraped on its own and summed (issue 17): the runtime provides
-    # `task_urls(m, track, what) -> {task id: URL}`, metrics.track_urls asks it (docs/swarm-metrics.md).
+    # replicas: a track runs several replicas, each scraped on its own and summed: the runtime provides
+    # `task_urls(m, track, what) -> {task id: URL}`, metrics.track_urls asks it
+    # (docs/swarm.md#how-metrics-are-gathered).
     replicas: bool = False
 
 
