@@ -73,6 +73,9 @@ class TrackView:
     scrape: Scrape | None = field(default=None, repr=False, compare=False)  # this refresh's scrape (not shown)
     replicas: int | None = None  # replicas read and summed (a runtime with replicas: swarm); None: one URL
     replicas_lost: list[str] = field(default_factory=list)  # gone since the window started: a new window starts
+    # a runtime with replicas: what it says of the track's tasks when they are not all serving ("1/3 tasks running
+    # (manager); .2 on worker-1: running (node down)"), None when every task serves
+    tasks_degraded: str | None = None
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
         out = {
@@ -90,6 +93,7 @@ class TrackView:
         if self.replicas is not None:  # only on a runtime with replicas: docker and local output is unchanged
             out["replicas"] = self.replicas
             out["replicas_lost"] = self.replicas_lost
+            out["tasks_degraded"] = self.tasks_degraded
         if trends:
             out["trend"] = {"rps": self.trend_rps, "p99_ms": self.trend_p99}
         return out
@@ -296,6 +300,7 @@ class StatusCollector:
         tracks = [t for t in TRACKS if t in self.urls]
         with ThreadPoolExecutor(max_workers=len(tracks) or 1) as pool:  # a hung track must not delay the other
             views = dict(zip(tracks, pool.map(self._track, tracks), strict=True))
+        self._tasks(views)
         interval = None if self._last_at is None else round(now - self._last_at, 3)
         self._last_at = now
         host, infra = self._infrastructure()
@@ -354,6 +359,22 @@ class StatusCollector:
         view.trend_rps = list(self._trend_rps[track])
         view.trend_p99 = list(self._trend_p99[track])
         return view
+
+    def _tasks(self, views: dict[str, TrackView]) -> None:
+        """On a runtime with replicas: the engine's word on each track's tasks when not all of them serve (a node
+        lost, a task starting or replaced), which the scrapes alone cannot show (they read the tasks that run)."""
+        from .runtime import get_runtime, runtime_spec, service_of
+
+        if self._fixed_urls or not runtime_spec(self.m).replicas:
+            return
+        try:
+            states = get_runtime(self.m).health(self.m)
+        except SwiftDeployError:
+            return  # the scrapes already say what they could read
+        for track, view in views.items():
+            state = states.get(service_of(self.m, track))  # type: ignore[arg-type]
+            if state is not None and not state.healthy:
+                view.tasks_degraded = state.detail
 
     def _forget(self, track: str) -> None:
         """A down track restarts from scratch: a restarted process's counters are a new series."""

@@ -41,6 +41,10 @@ class Replicas:
     raises OperationFailed for a track with no task, as the swarm runtime's contract says."""
 
     tasks: ClassVar[dict[str, dict[str, str]]] = {}
+    states: ClassVar[dict[str, Any]] = {}  # `health`: what the engine says of each service
+
+    def health(self, m: Any) -> dict[str, Any]:
+        return dict(self.states)
 
     def task_urls(self, m: Any, track: str, what: str) -> dict[str, str]:
         urls = {task: f"{base}/{what}" for task, base in self.tasks.get(track, {}).items()}
@@ -55,6 +59,7 @@ def replicated(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, dict[str, 
     spec = dataclasses.replace(RUNTIMES["local"], replicas=True, impl=f"{Replicas.__module__}:Replicas")
     monkeypatch.setitem(RUNTIMES, "local", spec)
     monkeypatch.setattr(Replicas, "tasks", {})
+    monkeypatch.setattr(Replicas, "states", {})
     yield Replicas.tasks
 
 
@@ -202,7 +207,15 @@ def test_status_shows_the_sum_over_replicas(
     canary = snap.tracks["canary"]
     assert canary.state == "up" and canary.interval is not None and canary.interval["requests"] == 3 + 8 + 2
     assert canary.window is not None and canary.window["input"]["requests"] == 13
-    assert canary.to_dict()["replicas"] == 3
+    assert canary.to_dict()["replicas"] == 3 and canary.tasks_degraded is None
+    # the engine says a task does not serve (its node is lost): status marks the track degraded with its words
+    from swiftdeploy.runtime.base import ServiceHealth
+
+    words = "2/3 tasks running (manager, worker-1); .3 on worker-2: running (node down)"
+    Replicas.states["app-canary"] = ServiceHealth("app-canary", True, False, words)
+    degraded = collector.collect().tracks["canary"]
+    assert degraded.tasks_degraded == words and degraded.to_dict(trends=False)["tasks_degraded"] == words
+    Replicas.states.clear()
     # a replica replaced: the window restarts (its requests are unseen), the canary is not judged on it
     del replicated["canary"]["c"]
     lost = collector.collect()

@@ -466,6 +466,9 @@ def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any
         state.append(f", {view.replicas} replica{'s' if view.replicas != 1 else ''}")
         if view.replicas_lost:
             notes.append(Text(f"{view.track}: replica {', '.join(view.replicas_lost)} gone: new window"))
+        if view.tasks_degraded:
+            state.append(", degraded", style="yellow")
+            notes.append(Text(f"{view.track}: {view.tasks_degraded}", style="yellow"))
     chaos = view.chaos or {}
     mode = chaos.get("mode", "?")
     shown = mode
