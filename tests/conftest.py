@@ -27,12 +27,12 @@ from support import DemoApi, LocalNginx  # noqa: E402
 
 @pytest.fixture
 def demo_api(tmp_path: Path) -> Iterator[Callable[..., DemoApi]]:
-    """demo_api(mode="stable", version="1.0.0") -> a healthy `python -m demo_api` on a free 127.0.0.1 port; every
-    one started is stopped when the test ends."""
+    """demo_api(mode="stable", version="1.0.0", port=None) -> a healthy `python -m demo_api` on a free 127.0.0.1
+    port (or on `port`); every one started is stopped when the test ends."""
     started: list[DemoApi] = []
 
-    def start(mode: str = "stable", version: str = "1.0.0") -> DemoApi:
-        started.append(DemoApi(tmp_path, mode, version))
+    def start(mode: str = "stable", version: str = "1.0.0", port: int | None = None) -> DemoApi:
+        started.append(DemoApi(tmp_path, mode, version, port=port))
         return started[-1]
 
     try:

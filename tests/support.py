@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -149,15 +150,27 @@ def demo_api_env(**settings: str) -> dict[str, str]:
 
 
 class DemoApi:
-    """`python -m demo_api` on a free 127.0.0.1 port, healthy when the constructor returns (else it is stopped and
-    the error shows its log); `stop()` ends it (SIGTERM, then SIGKILL) and returns the exit code."""
+    """`python -m demo_api` on a free 127.0.0.1 port (or `host`:`port`: any loopback address 127.0.0.0/8, e.g. one
+    swarm "task" per address on one shared port), healthy when the constructor returns (else it is stopped and the
+    error shows its log); `stop()` ends it (SIGTERM, then SIGKILL) and returns the exit code."""
 
-    def __init__(self, log_dir: Path, mode: str = "stable", version: str = "1.0.0", *, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        mode: str = "stable",
+        version: str = "1.0.0",
+        *,
+        timeout: float = 20.0,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
         self.mode = mode
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"demo_api-{mode}-{self.port}.log"
-        env = demo_api_env(MODE=mode, APP_VERSION=version, APP_PORT=str(self.port), APP_HOST="127.0.0.1")
+        self.version = version
+        self.host = host
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.log = log_dir / f"demo_api-{mode}-{host}-{self.port}.log"
+        env = demo_api_env(MODE=mode, APP_VERSION=version, APP_PORT=str(self.port), APP_HOST=host)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "demo_api"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -209,6 +222,165 @@ class LocalNginx:
         stop_process(self.proc, sig=signal.SIGQUIT)
 
     def __enter__(self) -> LocalNginx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class DnsServer:
+    """A tiny DNS server on 127.0.0.1:<free UDP port> standing in for Docker's (127.0.0.11) in front of nginx: it
+    answers A queries from `records` (name -> IPv4 addresses, changed with `set` while it runs), NXDOMAIN for a
+    name it does not hold (or holds with no address). Bounded: one datagram of at most 512 bytes at a time, one
+    question each, and a malformed or non-query packet gets no answer. `askers(name, since=generation)`: the
+    client addresses (one per nginx worker: each keeps its resolver socket) that asked for `name` after the
+    `set` that returned that generation. Stops (thread joined, socket closed) on `stop()` or after a `with`."""
+
+    TTL = 1  # seconds; nginx's `resolver ... valid=1s` overrides it anyway
+
+    def __init__(self, records: dict[str, list[str]] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._records = {name.lower(): list(addrs) for name, addrs in (records or {}).items()}
+        self._generation = 0
+        self._asked: list[tuple[int, str, tuple[str, int]]] = []  # (generation, name, client), bounded below
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="test-dns", daemon=True)
+        self._thread.start()
+
+    def set(self, name: str, addresses: list[str]) -> int:
+        """Answer `addresses` for `name` from now on; the new generation."""
+        with self._lock:
+            self._records[name.lower()] = list(addresses)
+            self._generation += 1
+            return self._generation
+
+    def askers(self, name: str, since: int = 0) -> set[tuple[str, int]]:
+        with self._lock:
+            return {client for gen, asked, client in self._asked if asked == name.lower() and gen >= since}
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                data, client = self._sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            reply = self.answer(data, client)
+            if reply is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(reply, client)
+
+    def answer(self, data: bytes, client: tuple[str, int] = ("", 0)) -> bytes | None:
+        """The reply to one query datagram, or None (malformed, a reply, not a standard query, not 1 question)."""
+        if len(data) < 12:
+            return None
+        ident, flags, questions = struct.unpack("!HHH", data[:6])
+        if flags & 0xF800 or questions != 1:  # QR set (a reply) or an opcode other than QUERY
+            return None
+        labels, pos = [], 12
+        while pos < len(data) and data[pos] != 0:
+            size = data[pos]
+            if size > 63 or pos + 1 + size > len(data) or sum(map(len, labels)) + size > 253:
+                return None  # a compression pointer (not allowed in a question), a cut label or an over-long name
+            labels.append(data[pos + 1 : pos + 1 + size])
+            pos += 1 + size
+        if pos + 5 > len(data):
+            return None
+        qtype, qclass = struct.unpack("!HH", data[pos + 1 : pos + 5])
+        try:
+            name = b".".join(labels).decode("ascii").lower()
+        except UnicodeDecodeError:
+            return None
+        with self._lock:
+            addresses = list(self._records.get(name) or [])
+            self._asked.append((self._generation, name, client))
+            del self._asked[:-10_000]
+        answers = [a for a in addresses if qtype == 1 and qclass == 1]  # A, IN: other types get no record
+        rcode = 0 if addresses else 3  # NXDOMAIN
+        header = struct.pack("!6H", ident, 0x8400 | (flags & 0x0100) | 0x0080 | rcode, 1, len(answers), 0, 0)
+        records = b"".join(
+            struct.pack("!HHHIH", 0xC00C, 1, 1, self.TTL, 4) + socket.inet_aton(a) for a in answers
+        )  # 0xC00C: the name is the question's (a pointer to offset 12)
+        return header + data[12 : pos + 5] + records
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> DnsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SwarmNginx:
+    """The real nginx on the generated swarm nginx.conf (`render_nginx(m, NginxTarget.swarm(m))`, or its
+    all_to_canary handover variant) with only what this machine cannot give substituted, each substitution
+    required to match exactly: Docker's DNS 127.0.0.11 -> `resolver` (a DnsServer), the admin socket's path in the
+    nginx task -> `<state>/admin.sock`, the task's /tmp pid and temp paths -> `<state>/`, its stdio logs -> files in
+    `<state>/`, the public `listen <nginx.port>` -> 127.0.0.1 only. Ready (both listeners accept) when the
+    constructor returns; stops (SIGQUIT, then SIGKILL) on `stop()` or after a `with` block."""
+
+    def __init__(self, nginx: str, m: Any, state: Path, resolver: str, *, all_to_canary: bool = False) -> None:
+        from swiftdeploy.render import NginxTarget, render_nginx
+        from swiftdeploy.render.stack import ADMIN_SOCKET
+
+        target = NginxTarget.swarm(m)
+        text = render_nginx(m, target.all_to_canary() if all_to_canary else target)
+        state.mkdir(parents=True, exist_ok=True)
+        self.socket = state / "admin.sock"
+        self.access_log, self.error_log = state / "access.log", state / "error.log"
+        substitutions = [
+            ("resolver 127.0.0.11 valid=1s ipv6=off;", f"resolver {resolver} valid=1s ipv6=off;", 1),
+            (f"listen unix:{ADMIN_SOCKET};", f"listen unix:{self.socket};", 1),
+            ('pid "/tmp/nginx.pid";', f'pid "{state}/nginx.pid";', 1),
+            ('_temp_path "/tmp/', f'_temp_path "{state}/', 5),
+            ("error_log stderr warn;", f'error_log "{self.error_log}" warn;', 1),
+            ('access_log "/dev/stdout" swiftdeploy;', f'access_log "{self.access_log}" swiftdeploy;', 1),
+            (f"listen {m.nginx.port};", f"listen 127.0.0.1:{m.nginx.port};", 1),
+        ]
+        for old, new, count in substitutions:
+            assert text.count(old) == count, f"the swarm nginx.conf no longer has {count} x {old!r}"
+            text = text.replace(old, new)
+        self.conf = state / "nginx.conf"
+        self.conf.write_text(text, encoding="utf-8")
+        self.public = f"http://127.0.0.1:{m.nginx.port}"
+        startup_log = state / "nginx-startup.log"
+        self.proc = subprocess.Popen(
+            [nginx, "-e", str(startup_log), "-c", str(self.conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(self._ready, self.proc, "nginx (swarm config)", 15.0, startup_log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if not port_open(int(self.public.rsplit(":", 1)[1])):
+            return False
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1.0)
+            return sock.connect_ex(str(self.socket)) == 0
+
+    def admin(self, timeout: float = 5.0) -> httpx.Client:
+        """An httpx client on the admin unix socket (close it, or use it in a `with`)."""
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://admin", timeout=timeout
+        )
+
+    def stop(self) -> None:
+        stop_process(self.proc, sig=signal.SIGQUIT)
+
+    def __enter__(self) -> SwarmNginx:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,9 +9,11 @@ Each refresh first re-reads the manifest when its file changed (inode, size or m
 mode, thresholds, window and ports follow `promote`/`rollback` or an edit made elsewhere; an invalid edit keeps
 the last valid manifest and says so (`Snapshot.manifest_error`). Then it scrapes every track (metrics, healthz,
 chaos) through the admin listener, or through the per-track base URLs given to the collector (tests point them
-straight at demo API processes). A track that does not answer is "down" (or "absent" when the manifest runs no
-canary), one that answers but whose health check does not is "starting"; the canary policy is only asked about
-tracks it can see. Nothing here raises for a dead track or a failing policy engine: the snapshot says so.
+straight at demo API processes); without given URLs a track's metrics are read with `metrics.scrape_track` (on
+swarm: every replica, summed; a replica lost since the window started restarts that track's window). A track
+that does not answer is "down" (or "absent" when the manifest runs no canary), one that answers but whose health
+check does not is "starting"; the canary policy is only asked about tracks it can see. Nothing here raises for a
+dead track or a failing policy engine: the snapshot says so.
 
 `refreshes(collector, interval)` is the one refresh loop (live `status`, `status --once` through `snapshot()`,
 and the demo's sampler): collect, let a `StatusRecorder` decide whether this refresh becomes a `status` record in
@@ -69,6 +71,11 @@ class TrackView:
     trend_rps: list[float] = field(default_factory=list)
     trend_p99: list[float] = field(default_factory=list)
     scrape: Scrape | None = field(default=None, repr=False, compare=False)  # this refresh's scrape (not shown)
+    replicas: int | None = None  # replicas read and summed (a runtime with replicas: swarm); None: one URL
+    replicas_lost: list[str] = field(default_factory=list)  # gone since the window started: a new window starts
+    # a runtime with replicas: what it says of the track's tasks when they are not all serving ("1/3 tasks running
+    # (manager); .2 on worker-1: running (node down)"), None when every task serves
+    tasks_degraded: str | None = None
 
     def to_dict(self, trends: bool = True) -> dict[str, Any]:
         out = {
@@ -83,6 +90,10 @@ class TrackView:
             "interval": self.interval,
             "window": self.window,
         }
+        if self.replicas is not None:  # only on a runtime with replicas: docker and local output is unchanged
+            out["replicas"] = self.replicas
+            out["replicas_lost"] = self.replicas_lost
+            out["tasks_degraded"] = self.tasks_degraded
         if trends:
             out["trend"] = {"rps": self.trend_rps, "p99_ms": self.trend_p99}
         return out
@@ -289,6 +300,7 @@ class StatusCollector:
         tracks = [t for t in TRACKS if t in self.urls]
         with ThreadPoolExecutor(max_workers=len(tracks) or 1) as pool:  # a hung track must not delay the other
             views = dict(zip(tracks, pool.map(self._track, tracks), strict=True))
+        self._tasks(views)
         interval = None if self._last_at is None else round(now - self._last_at, 3)
         self._last_at = now
         host, infra = self._infrastructure()
@@ -308,16 +320,19 @@ class StatusCollector:
         )
 
     def _track(self, track: str) -> TrackView:
-        from .metrics import excluded_paths, scrape, window
+        from .metrics import excluded_paths, scrape, scrape_track, window
 
         base = self.urls[track].rstrip("/")
         try:
-            current = scrape(f"{base}/metrics", timeout=self.timeout)
+            if self._fixed_urls:
+                current = scrape(f"{base}/metrics", timeout=self.timeout)
+            else:  # the one way to read a track: every replica, summed, on a runtime with replicas (swarm)
+                current = scrape_track(self.m, track, timeout=self.timeout)
         except SwiftDeployError as exc:
             self._forget(track)
             state = ABSENT if track == "canary" and self.m.services.mode != "canary" else DOWN
             return TrackView(track, state, error=str(exc))
-        view = TrackView(track, UP, scrape=current)
+        view = TrackView(track, UP, scrape=current, replicas=len(current.parts) if current.parts else None)
         self._health(view, base, current)
         if view.health != "ok":
             view.state = STARTING  # answers, but its health check does not (yet): not ready for traffic
@@ -331,13 +346,35 @@ class StatusCollector:
         while len(kept) > 1 and current.at - kept[0].at > self.window_seconds:
             kept.popleft()
         if len(kept) > 1:
-            view.window = _figures(window(kept[0], current, excluded_paths(self.m)), track_input=True)
+            w = window(kept[0], current, excluded_paths(self.m))
+            if w.replicas_lost:  # their requests since the window started are unseen: a new window starts here
+                view.replicas_lost = list(w.replicas_lost)
+                kept.clear()
+                kept.append(current)
+            else:
+                view.window = _figures(w, track_input=True)
         if view.interval is not None:
             self._trend_rps[track].append(view.interval["rps"])
             self._trend_p99[track].append(view.interval["p99_ms"] or 0.0)
         view.trend_rps = list(self._trend_rps[track])
         view.trend_p99 = list(self._trend_p99[track])
         return view
+
+    def _tasks(self, views: dict[str, TrackView]) -> None:
+        """On a runtime with replicas: the engine's word on each track's tasks when not all of them serve (a node
+        lost, a task starting or replaced), which the scrapes alone cannot show (they read the tasks that run)."""
+        from .runtime import get_runtime, runtime_spec, service_of
+
+        if self._fixed_urls or not runtime_spec(self.m).replicas:
+            return
+        try:
+            states = get_runtime(self.m).health(self.m)
+        except SwiftDeployError:
+            return  # the scrapes already say what they could read
+        for track, view in views.items():
+            state = states.get(service_of(self.m, track))  # type: ignore[arg-type]
+            if state is not None and not state.healthy:
+                view.tasks_degraded = state.detail
 
     def _forget(self, track: str) -> None:
         """A down track restarts from scratch: a restarted process's counters are a new series."""
@@ -416,6 +453,11 @@ class StatusCollector:
             return DomainView("canary", NOT_EVALUATED, message=f"canary is {canary.state} ({why}): nothing to judge")
         if interval is None:
             return DomainView("canary", BASELINE, message="first refresh: no window yet")
+        if canary.replicas_lost:
+            lost = ", ".join(canary.replicas_lost)
+            return DomainView(
+                "canary", BASELINE, message=f"canary replica {lost} disappeared: its requests are unseen; new window"
+            )
         if canary.window is None:
             return DomainView("canary", BASELINE, message="the canary just came up: no window yet")
         stable = views.get("stable")

@@ -392,8 +392,14 @@ def watch(
     `max_seconds`: returns the last look (its facts are what the gate then decides on).
 
     `scrape_tracks()` returns {"canary": Scrape, "stable": Scrape}; the window of each look runs from the first
-    scrape to the latest (cumulative), the bounds are confidence sequences (method "sequential")."""
-    from .metrics.window import EXCLUDED_PATHS, window
+    scrape to the latest (cumulative), the bounds are confidence sequences (method "sequential").
+
+    A replica of a replicated track (swarm) gone since the first scrape raises OperationFailed (metrics
+    `require_seen`): its requests since then are unseen. Restarting the baseline instead would throw the watch's
+    evidence away and spend a fresh error budget at every restart (each new confidence sequence may err again),
+    while what the lost replica served (its errors too) would never be judged; failing leaves everything as it was
+    and a new run watches the replicas running then."""
+    from .metrics.window import EXCLUDED_PATHS, require_seen, window
 
     skip = EXCLUDED_PATHS if excluded is None else excluded
     if not max_seconds > 0 or not interval > 0:
@@ -410,6 +416,7 @@ def watch(
         latest = scrape_tracks()
         last_look = clock()
         windows = {track: window(first[track], latest[track], skip) for track in first}
+        require_seen(windows)
         seconds = windows["canary"].seconds or (last_look - started) or interval
         facts = canary_facts(
             windows["canary"].to_input(),
@@ -437,17 +444,17 @@ def watch_canary(
     timeout: float = 2.0,
     transport: Any = None,
 ) -> dict[str, Any]:
-    """`promote stable`'s watch on a deployed stack: scrape both tracks through the admin listener at every look and
-    return the facts of the last look (the canary policy input, evidence method "sequential")."""
-    from .metrics import admin_url, scrape
+    """`promote stable`'s watch on a deployed stack: scrape both tracks (`metrics.scrape_track`: every replica on
+    swarm) at every look and return the facts of the last look (the canary policy input, evidence method
+    "sequential")."""
+    from .metrics import scrape_track
     from .metrics.window import excluded_paths
     from .policy import select_engine
 
-    urls = {track: admin_url(m, track, "metrics") for track in ("canary", "stable")}
     engine = select_engine(m, transport=transport)
     try:
         look = watch(
-            lambda: {track: scrape(url, timeout, transport=transport) for track, url in urls.items()},
+            lambda: {track: scrape_track(m, track, timeout, transport=transport) for track in ("canary", "stable")},
             lambda facts: engine.evaluate("canary", facts),
             thresholds_of(m),
             max_seconds,
@@ -472,17 +479,16 @@ def histogram_bounds(m: Manifest, *, timeout: float = 1.0, transport: Any = None
     """(where from, finite bucket bounds in ms) of the latency histogram: scraped from the running stable track
     when the admin listener answers, else the demo API's (the default app)."""
     from .errors import OperationFailed
-    from .metrics import admin_url, scrape
+    from .metrics import scrape_track
 
-    url = admin_url(m, "stable", "metrics")
     try:
-        found = scrape(url, timeout, transport=transport)
+        found = scrape_track(m, "stable", timeout, transport=transport)
     except OperationFailed:
         found = None
     if found is not None:
         bounds = sorted({round(le * 1000.0, 6) for (_m, _p, le) in found.buckets if math.isfinite(le)})
         if bounds:
-            return f"the histogram scraped from {url}", bounds
+            return f"the histogram scraped from {found.url}", bounds
     from demo_api.metrics import DURATION_BUCKETS
 
     source = "the demo API's histogram (the stack is not running, so its own could not be read)"

@@ -63,6 +63,26 @@ def test_golden_canary(canary):
     _golden("canary.local.nginx.conf", render_nginx(canary, NginxTarget.local(canary, STATE, 3000, 3001)))
 
 
+# The example manifest on the swarm runtime, 3 stable and 2 canary replicas.
+SWARM = [
+    ("runtime: docker", "runtime: swarm"),
+    ("driver_type: bridge", "driver_type: overlay"),
+    ("  replicas: 1\n\ncanary:", "  replicas: 3\n\ncanary:"),
+    ("  replicas: 1\n\nnginx:", "  replicas: 2\n\nnginx:"),
+]
+
+
+@pytest.mark.parametrize("mode", ["stable", "canary"])
+def test_golden_swarm(manifests, mode):
+    """docker-stack.yml and the swarm nginx.conf. The stack file names the manifest's folder (the bind mounts of
+    nginx.conf and the admin socket's folder): it is stored as /srv/app."""
+    m = manifests.load(manifests.example_text(*SWARM, ("  mode: stable", f"  mode: {mode}")))
+    files = render_all(m, load_policy_set(m))
+    assert "docker-compose.yml" not in files  # the swarm runtime's stack file replaces it
+    for name in ("docker-stack.yml", "nginx.conf"):
+        _golden(f"swarm.{mode}.{name}", files[name].replace(str(m.base_dir), "/srv/app"))
+
+
 def test_render_is_deterministic_across_loads(example_path, canary):
     first = render_all(load_manifest(example_path), load_policy_set(load_manifest(example_path)))
     second = render_all(load_manifest(example_path), load_policy_set(load_manifest(example_path)))

@@ -39,7 +39,7 @@ def test_every_registered_runtime_is_built_from_its_spec(name: str) -> None:
 def test_the_manifest_accepts_exactly_the_registered_runtimes() -> None:
     assert typing.get_args(RuntimeName) == tuple(RUNTIMES)
     with pytest.raises(ManifestError) as info:
-        manifest("swarm")
+        manifest("kubernetes")  # not a registered runtime
     assert all(f"'{name}'" in str(info.value) for name in RUNTIMES)
 
 

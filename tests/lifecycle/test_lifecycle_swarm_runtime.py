@@ -293,3 +293,29 @@ def test_nginx_is_unhealthy_while_its_admin_socket_does_not_answer(manifest):
     assert states["api"].healthy and states["api"].version == "1.0.0"
     assert states["nginx"].running and not states["nginx"].healthy
     assert "the admin socket does not answer" in states["nginx"].detail
+
+
+def test_a_track_change_deploys_that_service_alone(manifest):
+    """`docker stack deploy` converges every service its file names: a track change deploys a file with that one
+    service, so an edit to the other track in the manifest is not slipped in (compose's `up --no-deps`)."""
+    from ruamel.yaml import YAML
+
+    client = _cluster()
+    client._services[1]._tasks[1] = _task("c2e", 2, "n2", image="acme/api:2.0", env=CANARY_ENV, address="10.0.1.8")
+    run = Recorder()
+    _runtime(client, run).start_track(manifest, "canary", timeout=5)
+    ((argv, _kw),) = run.calls
+    stack_file = manifest.state_dir / "stack.api-canary.yml"
+    assert argv == sw.deploy_argv([DOCKER], str(stack_file), "shop")  # no --prune: the others stay
+    stack = YAML(typ="safe").load(stack_file.read_text())
+    assert list(stack["services"]) == ["api-canary"] and stack["services"]["api-canary"]["deploy"]["replicas"] == 2
+    assert list(stack["networks"]) == ["swiftdeploy-net"]
+
+
+def test_logs_read_the_tasks_stderr_too(manifest):
+    run = Recorder(stdout="shop_api.1.x@manager | INFO: started\n")
+    lines = list(_runtime(_cluster(), run).logs(manifest, ["api"], tail=5))
+    ((argv, kw),) = run.calls
+    assert argv == sw.service_logs_argv([DOCKER], "shop_api", 5, False)
+    assert kw["stderr"] == subprocess.STDOUT  # uvicorn logs to stderr
+    assert [line.text for line in lines] == ["shop_api.1.x@manager | INFO: started"]

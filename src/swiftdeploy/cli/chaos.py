@@ -35,7 +35,8 @@ def _inject(ctx: typer.Context, track: str, mode: str, json_out: bool, **values:
         "slow": f" ({format_number(state.get('duration'))}s per request)",
         "error": f" (rate {format_number(state.get('rate'))})",
     }
-    out().print(f"[green]✓[/green] {track}: chaos {state.get('mode', mode)}{extra.get(mode, '')}")
+    where = f" on all {result.replicas} replicas" if result.replicas > 1 else ""
+    out().print(f"[green]✓[/green] {track}: chaos {state.get('mode', mode)}{extra.get(mode, '')}{where}")
 
 
 @app.command("slow")

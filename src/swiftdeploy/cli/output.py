@@ -293,7 +293,9 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..runtime import admin_address
+    from ..runtime import admin_address, runtime_spec
+
+    replicas = runtime_spec(m).replicas
 
     console = out()
     console.print(
@@ -311,7 +313,12 @@ def render_services(m: Manifest, services: list[ServiceInfo]) -> None:
         ports = ", ".join(str(p) for p in s.ports) or "–"
         uptime = _uptime(s.uptime_seconds) if s.uptime_seconds is not None else "–"
         table.add_row(escape(s.service), s.role, state, health, where, ports, escape(s.version or "–"), uptime)
-        if s.state != "absent" and s.health not in ("healthy", "no healthcheck") and s.detail:
+        # Replicas (swarm): where each service's tasks run is worth a line even when all is well.
+        if (
+            s.state != "absent"
+            and s.detail
+            and ((replicas and s.pid is None) or s.health not in ("healthy", "no healthcheck"))
+        ):
             notes.append(f"  [dim]{escape(s.service)}: {escape(s.detail)}[/dim]")
     print_table(table, console)
     for note in notes:
@@ -455,6 +462,13 @@ def _track_rows(view: TrackView, s: Snapshot, notes: list[Any]) -> list[list[Any
         state.stylize("yellow")
     if view.mode and view.mode != view.track:
         state.append(f" ({view.mode})", style="yellow")  # a track answering as the other mode is worth seeing
+    if view.replicas is not None:  # a runtime with replicas (swarm): the figures are the sum over them
+        state.append(f", {view.replicas} replica{'s' if view.replicas != 1 else ''}")
+        if view.replicas_lost:
+            notes.append(Text(f"{view.track}: replica {', '.join(view.replicas_lost)} gone: new window"))
+        if view.tasks_degraded:
+            state.append(", degraded", style="yellow")
+            notes.append(Text(f"{view.track}: {view.tasks_degraded}", style="yellow"))
     chaos = view.chaos or {}
     mode = chaos.get("mode", "?")
     shown = mode

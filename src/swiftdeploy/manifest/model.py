@@ -9,7 +9,7 @@ import posixpath
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..history import DEFAULT_KEEP, DEFAULT_MAX_MB, DEFAULT_STATUS_EVERY, MB, Rotation
 from ..policy.opa_version import OPA_IMAGE
@@ -157,11 +157,20 @@ class SwarmConfig(Strict):
 
     docker_host: SafeText | None = Field(
         None,
-        pattern=r"^(unix|tcp|ssh)://",
         description="The manager's Docker engine (unix://, tcp:// or ssh://); default: DOCKER_HOST, else the local "
         "socket. swiftdeploy runs on the manager: nginx's admin socket and the generated files are on its disk.",
     )
     update: SwarmUpdate = Field(default_factory=SwarmUpdate)
+
+    @field_validator("docker_host")
+    @classmethod
+    def _engine_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("unix://", "tcp://", "ssh://")):
+            raise ValueError(
+                f"{value!r} is not an engine address: use unix:///path/docker.sock, tcp://HOST:PORT or ssh://HOST"
+            )
+        return value
+
     nginx_constraints: list[SafeText] = Field(
         default_factory=lambda: ["node.role == manager"],
         min_length=1,
@@ -393,7 +402,10 @@ class Manifest(Strict):
             if value != 1:
                 raise ValueError(f"{field} is {value}, but only the swarm runtime runs replicas; set runtime: swarm")
         if "swarm" in self.model_fields_set:
-            raise ValueError(f"the swarm section is for runtime: swarm (this manifest's runtime is {self.runtime})")
+            raise ValueError(
+                f"the swarm section is for runtime: swarm (this manifest's runtime is {self.runtime}); remove it "
+                "or set runtime: swarm"
+            )
 
     # --- derived values (generators and runtimes read these, never recompute them) ---
 

@@ -8,6 +8,12 @@ falls in +Inf.
 Only application traffic counts: scrapes and probes (/metrics, /healthz or the manifest's services.health_path) and
 chaos control (/chaos) are left out, so observing a track never dilutes its error rate or latency.
 
+A replicated track (swarm: `Scrape.parts`, one scrape per replica) is windowed replica by replica, then summed:
+each replica's counter deltas are added per series and its histogram buckets bucket by bucket; a replica that
+restarted (its uptime or a counter went down) resets only its own counters; a replica new at the end counts from
+zero; a replica seen at the start but gone at the end is `replicas_lost`: part of the window is unseen, so the
+promotion paths refuse to decide on it (`require_seen`). A track with one URL (docker, local) is one part.
+
 Besides the quantiles the window keeps the histogram itself as `slower_than_ms` (requests slower than each finite
 bucket bound): the canary gate counts slow requests from it (swiftdeploy.judge) rather than trusting a P99 of a
 few dozen samples.
@@ -20,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import OperationFailed
 from .scrape import Scrape
 
 if TYPE_CHECKING:
@@ -47,6 +54,13 @@ class TrackWindow:
     restarted: bool = False  # a counter reset was seen (the track restarted inside the window)
     # finite bucket bound in ms -> requests slower than it (empty when the track exposes no histogram)
     slower_than: dict[float, int] = field(default_factory=dict)
+    # A replicated track (Scrape.parts): replicas read at the end (0: a track with one URL), the task ids of those
+    # new since the start (counted from zero), restarted inside the window (their own counters reset), and gone
+    # at the end (their requests since the start are unseen: see require_seen).
+    replicas: int = 0
+    replicas_new: tuple[str, ...] = ()
+    replicas_restarted: tuple[str, ...] = ()
+    replicas_lost: tuple[str, ...] = ()
 
     def slower_than_ms(self) -> dict[str, int]:
         """{"500": 3, ...}: requests slower than each finite histogram bound, keyed by the bound in ms."""
@@ -69,10 +83,21 @@ class TrackWindow:
 
 def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PATHS) -> TrackWindow:
     """What one track served between two scrapes of it: requests, 5xx errors, error rate, P50/P99, seconds.
-    Requests to the `excluded` paths do not count (`excluded_paths(m)` adds the manifest's health path)."""
-    restarted = _restarted(before, after)
-    counts = _deltas(before.requests, after.requests, restarted)
-    buckets = _deltas(before.buckets, after.buckets, restarted)
+    Requests to the `excluded` paths do not count (`excluded_paths(m)` adds the manifest's health path).
+    Replica by replica when the scrapes have parts (see the module doc)."""
+    start, end = _parts(before), _parts(after)
+    counts: dict[tuple, float] = {}
+    buckets: dict[tuple, float] = {}
+    restarted: list[str] = []
+    for task, now in end.items():
+        then = start.get(task)
+        if then is None:  # new since the start: everything it counted is inside the window
+            then = Scrape(url=now.url, at=now.at)
+        reset = _restarted(then, now)
+        _add(counts, _deltas(then.requests, now.requests, reset))
+        _add(buckets, _deltas(then.buckets, now.buckets, reset))
+        if reset or any(now.requests.get(k, 0.0) < v for k, v in then.requests.items()):
+            restarted.append(task)
     requests = errors = 0.0
     for (_method, path, status), value in counts.items():
         if path in excluded:
@@ -86,6 +111,7 @@ def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PA
             by_le[le] = by_le.get(le, 0.0) + value
     requests_n, errors_n = round(requests), round(errors)
     rate = round(100.0 * errors_n / requests_n, 3) if requests_n else 0.0
+    parted = bool(before.parts or after.parts)
     return TrackWindow(
         requests=requests_n,
         errors=errors_n,
@@ -93,9 +119,39 @@ def window(before: Scrape, after: Scrape, excluded: frozenset[str] = EXCLUDED_PA
         p50_ms=_ms(histogram_quantile(0.5, by_le)),
         p99_ms=_ms(histogram_quantile(0.99, by_le)),
         seconds=round(max(after.at - before.at, 0.0), 3),
-        restarted=restarted or any(after.requests.get(k, 0.0) < v for k, v in before.requests.items()),
+        restarted=bool(restarted),
         slower_than=_slower_than(by_le, requests_n),
+        replicas=len(after.parts) if parted else 0,
+        replicas_new=tuple(sorted(set(end) - set(start))) if parted else (),
+        replicas_restarted=tuple(sorted(restarted)) if parted else (),
+        replicas_lost=tuple(sorted(set(start) - set(end))) if parted else (),
     )
+
+
+def require_seen(windows: Mapping[str, TrackWindow]) -> None:
+    """Raise OperationFailed when a replica of a track ({track: window}) disappeared during its window: the
+    requests it served since the window started (errors included) were never read, so no gate may decide on
+    that window. The promotion paths call it before asking the policy."""
+    for track, w in windows.items():
+        if w.replicas_lost:
+            which = ", ".join(w.replicas_lost)
+            many = len(w.replicas_lost) > 1
+            raise OperationFailed(
+                f"replica{'s' if many else ''} {which} of the {track} disappeared during the window: "
+                f"{'their' if many else 'its'} requests are unseen; run again",
+                hint="the runtime replaced or stopped a replica (see `swiftdeploy ps`); a new window sees only "
+                "the replicas running then",
+            )
+
+
+def _parts(s: Scrape) -> Mapping[str, Scrape]:
+    """{task id: scrape} of a replicated track; a track with one URL is one part."""
+    return s.parts if s.parts else {"": s}
+
+
+def _add(total: dict[K, float], deltas: Mapping[K, float]) -> None:
+    for key, value in deltas.items():
+        total[key] = total.get(key, 0.0) + value
 
 
 def _slower_than(buckets: Mapping[float, float], requests: int) -> dict[float, int]:

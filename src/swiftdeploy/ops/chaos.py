@@ -29,16 +29,17 @@ MAX_SLOW_SECONDS = 30.0
 class ChaosResult:
     track: str
     mode: str
-    state: dict[str, Any]
+    state: dict[str, Any]  # the app's answer (the first replica's when the track has several: all got the same)
+    replicas: int = 1  # how many apps were told: every replica of the track (swarm)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"track": self.track, "mode": self.mode, "state": self.state}
+        return {"track": self.track, "mode": self.mode, "state": self.state, "replicas": self.replicas}
 
 
 def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rate: float | None = None) -> ChaosResult:
     """Inject `slow` (each request sleeps `duration` s), `error` (a `rate` fraction answers 500) or `recover`."""
     from ..history import append
-    from ..metrics import admin_url
+    from ..metrics.scrape import track_urls
 
     if track not in ("stable", "canary"):
         raise InvalidInput(f"track must be stable or canary, not {track!r}")
@@ -54,7 +55,15 @@ def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rat
         body["rate"] = fields["rate"] = float(rate)
     elif mode != "recover":
         raise InvalidInput(f"unknown chaos mode {mode!r}", hint="use slow, error or recover")
-    url = admin_url(m, track, "chaos")
+    answers = [_inject(m, track, url, body) for url in track_urls(m, track, "chaos").values()]
+    if len(answers) > 1:  # a track of replicas (swarm): every one of them was told
+        fields["replicas"] = len(answers)
+    append(m.history_path, "chaos", rotation=m.history.rotation, track=track, mode=mode, runtime=m.runtime, **fields)
+    return ChaosResult(track=track, mode=mode, state=answers[0], replicas=len(answers))
+
+
+def _inject(m: Manifest, track: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the chaos request to one app (a track, or one replica of it) through the admin listener."""
     status, answer = http_json(url, method="POST", body=body, timeout=10.0)
     detail = answer.get("detail") or answer.get("error") if isinstance(answer, dict) else str(answer)[:200]
     if status == 503 and track == "canary":
@@ -68,8 +77,7 @@ def chaos(m: Manifest, track: str, mode: str, duration: float | None = None, rat
         )
     if status != 200 or not isinstance(answer, dict):
         raise OperationFailed(f"POST {url} answered HTTP {status}: {detail}")
-    append(m.history_path, "chaos", rotation=m.history.rotation, track=track, mode=mode, runtime=m.runtime, **fields)
-    return ChaosResult(track=track, mode=mode, state=answer)
+    return answer
 
 
 @dataclass

@@ -151,7 +151,8 @@ def render_nginx(m: Manifest, target: NginxTarget | None = None) -> str:
             f"mode is {m.services.mode!r} but the nginx target {'lacks' if canary else 'has'} a canary upstream"
         )
     out: list[str] = [header(m)]
-    out.append(f"# Target: {t.kind}. Public listener :{m.nginx.port}, admin listener :{m.nginx.admin_port}.\n")
+    admin = t.admin_listen if t.admin_listen.startswith("unix:") else f":{m.nginx.admin_port}"
+    out.append(f"# Target: {t.kind}. Public listener :{m.nginx.port}, admin listener {admin}.\n")
     out += _main_context(t)
     out.append("http {\n")
     out += _indent(_http_context(m, t), 1)
@@ -370,8 +371,9 @@ def _app_path(m: Manifest, admin_path: str) -> str:
 
 
 def _admin_server(m: Manifest, t: NginxTarget, canary: bool) -> list[str]:
+    where = "a unix socket, no port" if t.admin_listen.startswith("unix:") else "127.0.0.1 only on the host"
     body = [
-        "# Admin listener: 127.0.0.1 only on the host. The CLI scrapes and injects chaos through it.\n",
+        f"# Admin listener: {where}. The CLI scrapes and injects chaos through it.\n",
         *_server_common(t.admin_listen),
     ]
     for path in ADMIN_PATHS:

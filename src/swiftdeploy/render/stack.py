@@ -50,8 +50,25 @@ def nginx_user() -> str:
     return NGINX_ROOT_USER if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
 
 
-def render_stack(m: Manifest, *, nginx_user: str = NGINX_ROOT_USER) -> str:
-    """The complete docker-stack.yml text for `m`. Deterministic for a given manifest location and nginx_user."""
+def render_stack(m: Manifest, *, nginx_user: str = NGINX_ROOT_USER, only: str | None = None) -> str:
+    """The complete docker-stack.yml text for `m`. Deterministic for a given manifest location and nginx_user.
+
+    only: the stack with that one service (and the network and volume it needs): what the swarm runtime deploys to
+    change one track, so that `docker stack deploy` (which converges every service its file names) leaves the
+    others exactly as they run - as `docker compose up --no-deps SERVICE` does on docker."""
+    blocks = [(m.services.name, lambda: _app(m, m.services.name, m.services.image, m.services.version, "stable",
+                                             m.services.replicas))]  # fmt: skip
+    if m.services.mode == "canary":
+        blocks.append(
+            (
+                m.canary_name,
+                lambda: _app(m, m.canary_name, m.canary_image, m.canary_version, "canary", m.canary.replicas),
+            )  # fmt: skip
+        )
+    blocks.append((NGINX_SERVICE, lambda: _nginx(m, nginx_user)))
+    chosen = [render for name, render in blocks if only is None or name == only]
+    if not chosen:
+        raise ValueError(f"the stack of this manifest has no service {only!r}")
     out = [
         header(m),
         "\n",
@@ -60,12 +77,8 @@ def render_stack(m: Manifest, *, nginx_user: str = NGINX_ROOT_USER) -> str:
         "\n",
         "services:\n",
     ]
-    out += _app(m, m.services.name, m.services.image, m.services.version, "stable", m.services.replicas)
-    if m.services.mode == "canary":
-        out.append("\n")
-        out += _app(m, m.canary_name, m.canary_image, m.canary_version, "canary", m.canary.replicas)
-    out.append("\n")
-    out += _nginx(m, nginx_user)
+    for index, render in enumerate(chosen):
+        out += (["\n"] if index else []) + render()
     out += [
         "\n",
         "networks:\n",

@@ -62,6 +62,10 @@ class RuntimeSpec:
     # tcp: nginx's admin listener is 127.0.0.1:<nginx.admin_port>; unix: a unix socket in the state folder
     # (`admin_socket(m)`): swarm publishes ports on every interface of a node, so no TCP port could stay private.
     admin: Literal["tcp", "unix"] = "tcp"
+    # replicas: a track runs several replicas, each scraped on its own and summed: the runtime provides
+    # `task_urls(m, track, what) -> {task id: URL}`, metrics.track_urls asks it
+    # (docs/swarm.md#how-metrics-are-gathered).
+    replicas: bool = False
 
 
 # One line per runtime: name, summary, implementation, apps, nginx, opa_service, public_host (see RuntimeSpec).
@@ -79,6 +83,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             "with-binary",
             "0.0.0.0",
             admin="unix",
+            replicas=True,
         ),
     )
 }

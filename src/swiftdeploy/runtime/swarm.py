@@ -4,10 +4,12 @@ swiftdeploy runs on the manager. The stack (render/stack.py) holds the stable ap
 canary (`canary.replicas`) in canary mode, and one nginx task on this node; OPA is a supervised process on this
 node's 127.0.0.1 (runtime/opa_service.py, as on the local runtime), where no task can reach it.
 
-- Converging: `docker stack deploy --resolve-image never` (no registry is asked: every node must hold the images),
-  never `--prune` while a track hands over (the canary leaves by `docker service rm` once nginx no longer routes to
-  it). A service is healthy when as many tasks as it asks for run its current spec on nodes that are up (Swarm
-  marks a task with a healthcheck running only once it passed) and no update is in progress.
+- Converging: `docker stack deploy --resolve-image never` (no registry is asked: every node must hold the images):
+  `deploy` of the whole generated file with `--prune`; a track change of a stack file with that one service (so a
+  manifest edit to the other track is not slipped in, as `compose up --no-deps` on docker), never pruned (the
+  canary leaves by `docker service rm` once nginx no longer routes to it). A service is healthy when as many tasks
+  as it asks for run its current spec on nodes that are up (Swarm marks a task with a healthcheck running only once
+  it passed) and no update is in progress.
 - nginx follows the tasks by itself: the tracks are dnsrr names it resolves every second (render/nginx.py,
   `NginxTarget.swarm`); a graceful reload (the docker runtime's RELOAD_SCRIPT through `docker exec -i` into the
   nginx task's container on this node) changes weights and the handover of `promote stable`.
@@ -36,7 +38,7 @@ from ..render.compose import NGINX_SERVICE
 from ..render.stack import NGINX_ROOT_USER, STACK_FILE, STACK_LABEL
 from .base import LogLine, Progress, ServiceHealth, ServiceInfo, Track, _noop, expected_services, role_of, service_of
 from .base import wait_until_healthy as _wait_until_healthy
-from .docker import DockerRuntime, connect, engine_reason
+from .docker import DockerRuntime, connect, engine_address, engine_reason
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -205,7 +207,16 @@ class SwarmRuntime(DockerRuntime):
             import docker
 
             self._client_factory = lambda: docker.DockerClient(base_url=host, timeout=30)
-        client = connect(self._client_factory)
+        try:
+            client = connect(self._client_factory)
+        except RuntimeUnavailable as exc:
+            # connect() names DOCKER_HOST (or the local socket) and suggests runtime: local: name the manager's
+            # engine that was asked (swarm.docker_host) and the swarm fix instead.
+            reason = exc.message.partition(f" at {engine_address()}: ")[2] or exc.message
+            raise RuntimeUnavailable(
+                f"no Docker engine answers at {host or engine_address()}: {reason}",
+                hint="start the manager's Docker engine, or set swarm.docker_host to a manager's engine",
+            ) from None
         try:
             swarm = client.info().get("Swarm") or {}
         except Exception as exc:  # noqa: BLE001 - any SDK failure is "the engine does not answer"
@@ -250,10 +261,21 @@ class SwarmRuntime(DockerRuntime):
         except DockerException as exc:
             raise RuntimeUnavailable(f"reading the stack from the swarm manager failed: {engine_reason(exc)}") from None
 
-    def _deploy(self, m: Manifest, progress: Progress, *, prune: bool = False) -> None:
+    def _deploy(self, m: Manifest, progress: Progress, *, only: str | None = None) -> None:
+        """`docker stack deploy`: of the generated file with --prune (the whole stack converges, a service the file
+        no longer has goes), or of a stack file with the one service `only` (render_stack's `only`, written in the
+        state folder), so that changing one track leaves every other service exactly as it runs."""
+        from ..fsutil import atomic_write
+        from ..render.stack import nginx_user, render_stack
+
         self._admin_dir(m)
-        progress(f"docker stack deploy {m.project_name}")
-        argv = deploy_argv(self.cli(m), str(m.out_dir / STACK_FILE), m.project_name, prune=prune)
+        if only is None:
+            stack_file = m.out_dir / STACK_FILE
+        else:
+            stack_file = m.state_dir / f"stack.{only}.yml"
+            atomic_write(stack_file, render_stack(m, nginx_user=nginx_user(), only=only))
+        progress(f"docker stack deploy {m.project_name}" + (f" ({only} only)" if only else ""))
+        argv = deploy_argv(self.cli(m), str(stack_file), m.project_name, prune=only is None)
         self._exec(argv, timeout=180, what="docker stack deploy", hint=f"see `{self._commands(m)[0]}`")
 
     @staticmethod
@@ -275,7 +297,7 @@ class SwarmRuntime(DockerRuntime):
     # protocol
     def up(self, m: Manifest, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         nginx = self.views(m).get(NGINX_SERVICE)
-        self._deploy(m, progress, prune=True)  # a full converge: a canary the file no longer has goes too
+        self._deploy(m, progress)  # a full converge: a canary the file no longer has goes too
         progress("waiting for every task")
         self._wait(m, expected_services(m), timeout)
         if nginx is not None and nginx.serving:
@@ -290,7 +312,7 @@ class SwarmRuntime(DockerRuntime):
 
     def start_track(self, m: Manifest, track: Track, *, timeout: float = 60.0, progress: Progress = _noop) -> None:
         service = service_of(m, track)
-        self._deploy(m, progress)
+        self._deploy(m, progress, only=service)
         progress(f"waiting for {service}'s tasks")
         self._wait(m, [service], timeout)
 
@@ -342,7 +364,7 @@ class SwarmRuntime(DockerRuntime):
         text = render_nginx(m, target)
         container = self._nginx_container(m)
         if container is None:
-            self._deploy(m, _noop)
+            self._deploy(m, _noop, only=NGINX_SERVICE)
             self._wait(m, [NGINX_SERVICE], 60)
             container = self._nginx_container(m)
             if container is None:
@@ -435,10 +457,23 @@ class SwarmRuntime(DockerRuntime):
         if service == OPA:
             return self._local.logs_tail(m, OPA, n)
         try:
-            argv = service_logs_argv(self.cli(m), full_name(m, service), n, False)
-            return self._exec(argv, timeout=30, what="docker service logs").splitlines()[-n:]
+            return self._service_logs(service_logs_argv(self.cli(m), full_name(m, service), n, False))[-n:]
         except (OperationFailed, RuntimeUnavailable):
             return []
+
+    def _service_logs(self, argv: list[str]) -> list[str]:
+        """`docker service logs` without --follow: the tasks' stdout and stderr streams, as one (apps log to
+        stderr: uvicorn does)."""
+        try:
+            done = self._run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                             timeout=60, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise OperationFailed(f"`{' '.join(argv)}` did not finish in 60 s") from None
+        except OSError as exc:
+            raise RuntimeUnavailable(f"docker service logs: cannot run {argv[0]}: {exc.strerror or exc}") from None
+        if done.returncode != 0:
+            raise self._failed(done, "docker service logs")
+        return (done.stdout or "").splitlines()
 
     def services(self, m: Manifest) -> list[ServiceInfo]:
         """`ps`: a row per service (its tasks summed up in `detail`: how many run where), the supervised OPA."""
@@ -487,7 +522,7 @@ class SwarmRuntime(DockerRuntime):
         argvs = [service_logs_argv(self.cli(m), full_name(m, name), tail, follow) for name in names]
         if not follow:
             for argv in argvs:
-                for line in self._exec(argv, timeout=60, what="docker service logs").splitlines():
+                for line in self._service_logs(argv):
                     yield LogLine(line)
             return
         yield from _follow_all(self._popen, argvs)
