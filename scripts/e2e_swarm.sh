@@ -376,7 +376,11 @@ fi
 mkdir -p "$T/story"
 # shellcheck source=/dev/null
 source "$T/cluster.env"
-"$PY" "$REPO/scripts/e2e/swarm_story.py" --workdir "$T/story" --swiftdeploy "$SWIFTDEPLOY" \
+# swiftdeploy runs on the manager: the story (every CLI command, its traffic, the supervised OPA) runs in the manager's
+# network namespace, so 127.0.0.1:<public port> is the nginx task's host-mode port and OPA's 127.0.0.1 is the
+# manager's loopback, which no task shares. Files and unix sockets are the host's (one mount namespace).
+nsenter --net="/run/netns/$E2E_SWARM_MANAGER_NETNS" env E2E_SWARM_MANAGER_ADDR=127.0.0.1 \
+  "$PY" "$REPO/scripts/e2e/swarm_story.py" --workdir "$T/story" --swiftdeploy "$SWIFTDEPLOY" \
   --timings "$T/story-timings.tsv" || story_rc=$?
 if [[ -f $T/story-timings.tsv ]]; then
   while IFS=$'\t' read -r name seconds; do PHASES+=("$name"); TIMES+=("$seconds"); done <"$T/story-timings.tsv"

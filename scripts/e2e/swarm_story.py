@@ -76,7 +76,7 @@ nginx:
 network:
   name: {network}
 opa:
-  port: {opa_port}            # the host's 127.0.0.1 only (a supervised `opa run --server`)
+  port: {opa_port}            # the manager's 127.0.0.1 only (a supervised `opa run --server`)
   binary: {opa}
 runtime: swarm
 swarm:
