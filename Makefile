@@ -8,6 +8,9 @@ EXAMPLE_DIR ?= build/example
 # src/swiftdeploy/policy/opa_version.py (also the default opa.image), built into $(OPA) by `make opa`.
 OPA_VERSION := $(shell sed -n 's/^OPA_VERSION = "\([^"]*\)"$$/\1/p' src/swiftdeploy/policy/opa_version.py)
 OPA ?= $(CURDIR)/.tools/bin/opa
+# pytest-xdist workers for `make test`. Most tests wait on processes, HTTP and sleeps, so more workers than cores
+# pay (tests/README.md has the figures); PYTEST_WORKERS=0 runs the suite serially in one process.
+PYTEST_WORKERS ?= 4
 
 .PHONY: venv nginx opa opa-version test lint init-example demo e2e-docker e2e-swarm
 
@@ -39,10 +42,11 @@ opa:
 opa-version:
 	@echo $(OPA_VERSION)
 
-# Lint, format check and the whole test suite (the OPA-backed tests use $(OPA)).
+# Lint, format check and the whole test suite on $(PYTEST_WORKERS) workers (the OPA-backed tests use $(OPA)).
+# Any failure, and "no tests collected" (pytest's exit 5), fails the target.
 test: venv nginx opa
 	$(MAKE) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 # Python lint and format, then the policies under the real OPA: check --strict, fmt, test -v and its coverage.
 lint: venv opa

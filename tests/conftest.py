@@ -92,6 +92,26 @@ def find_test_opa() -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("CI") == "true" and find_test_opa() is None:
         raise pytest.UsageError(f"CI=true and {REASON}; CI must run them, not skip them")
+    controller = getattr(config, "workerinput", {}).get(TERMINAL_KEY)
+    if controller is not None:  # a `pytest -n` worker: the controller's terminal settings, not its own
+        for name, value in controller.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# `pytest -n` (pytest-xdist): a worker process finds COLUMNS=80 and LINES=24 in its environment that the command
+# never set (GNU readline exports them), and the CLI's output reads COLUMNS (a width given: tables fit it). Each
+# worker gets the controller's values (or their absence) instead, so a test sees the environment it would see in
+# a serial run.
+TERMINAL_KEY = "swiftdeploy_terminal_env"
+TERMINAL_ENV = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput[TERMINAL_KEY] = {name: os.environ.get(name) for name in TERMINAL_ENV}
 
 
 @pytest.hookimpl(wrapper=True)

@@ -33,10 +33,12 @@ SWIFTDEPLOY = str(Path(sys.executable).with_name("swiftdeploy"))  # this environ
 
 
 def free_port() -> int:
-    """A 127.0.0.1 port nothing listened on a moment ago (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A 127.0.0.1 port nothing listens on now, outside the kernel's ephemeral range: every client connection takes
+    its local port from that range, so a port found free there may be taken a moment later (by this test's
+    traffic or, under `pytest -n`, another worker's) before the listener it is meant for binds it."""
+    from swiftdeploy.runtime.procs import free_port_block
+
+    return free_port_block(1)
 
 
 def app_port_block() -> int:
@@ -45,6 +47,15 @@ def app_port_block() -> int:
     from swiftdeploy.runtime.procs import free_port_block
 
     return free_port_block(4)
+
+
+def stack_ports(extra: int) -> list[int]:
+    """services.port of a local-runtime stack (free with its next three ports, the app ports) followed by `extra`
+    more free ports (nginx.port, nginx.admin_port, opa.port, ...): one block, so no two of them coincide."""
+    from swiftdeploy.runtime.procs import free_port_block
+
+    base = free_port_block(4 + extra)
+    return [base, *range(base + 4, base + 4 + extra)]
 
 
 def distinct_ports(n: int) -> list[int]:
@@ -431,8 +442,8 @@ def write_manifest(
     """folder/manifest.yaml for a local-runtime stack on free ports (`app_port=`, `public_port=`, `admin_port=`
     choose one; the app ports are services.port to services.port + 3); `thresholds` override the relaxed host
     thresholds."""
-    public_port, admin_port = distinct_ports(2)
-    values = {"public_port": public_port, "admin_port": admin_port, "app_port": app_port_block(), **ports}
+    app_port, public_port, admin_port = stack_ports(2)
+    values = {"public_port": public_port, "admin_port": admin_port, "app_port": app_port, **ports}
     command_yaml = ""
     if command is not None:
         command_yaml = "  command: [" + ", ".join(f"'{part}'" for part in command) + "]\n"

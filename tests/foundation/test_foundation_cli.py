@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import SWIFTDEPLOY, app_port_block, distinct_ports
+from support import SWIFTDEPLOY, stack_ports
 
 from swiftdeploy.cli import run
 
 
 def _local_manifest(manifests, extra: str = "") -> Path:
-    ports = [app_port_block(), *distinct_ports(2)]
+    ports = stack_ports(2)
     text = (
         f"services: {{image: demo:1, port: {ports[0]}}}\n"
         f"nginx: {{port: {ports[1]}, admin_port: {ports[2]}}}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RELAXED_HOST, app_port_block, background_traffic, cli, distinct_ports, leftovers
+from support import RELAXED_HOST, background_traffic, cli, leftovers, stack_ports
 
 from swiftdeploy.manifest import load_manifest
 from swiftdeploy.manifest.edit import edit_text
@@ -29,8 +29,7 @@ def test_the_documented_node_service_deploys_and_promotes(stack_dir):
     if shutil.which("node") is None:
         pytest.skip("node is not installed (the example of docs/your-service.md is a Node.js service)")
     (stack_dir / "server.js").write_text(code_block("js"), encoding="utf-8")
-    public, admin = distinct_ports(2)
-    port = app_port_block()
+    port, public, admin = stack_ports(2)
     text = edit_text(
         code_block("yaml"),
         {

@@ -298,10 +298,11 @@ def _exact(value: Any) -> Any:
 @pytest.fixture(scope="module")
 def engines(opa_binary, tmp_path_factory):
     """(manifest thresholds, embedded engine, OPA engine, counter) on the real OPA service of one manifest."""
+    from support import free_port
+
     from swiftdeploy import generate
     from swiftdeploy.manifest import load_manifest
     from swiftdeploy.runtime.local import LocalRuntime
-    from swiftdeploy.runtime.procs import free_port
 
     folder = tmp_path_factory.mktemp("differential")
     path = folder / "manifest.yaml"

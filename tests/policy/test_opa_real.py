@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port
+from support import stack_ports
 
 from swiftdeploy.errors import PolicyEngineUnavailable
 from swiftdeploy.manifest.model import DEFAULT_OPA_IMAGE
@@ -290,7 +290,7 @@ def test_a_bundle_opa_cannot_compile_fails_the_deploy_with_opas_message(opa_bina
     own.mkdir()
     (own / "canary.rego").write_text(BAD_CANARY)
     (own / "infrastructure.rego").write_text((POLICIES / "infrastructure.rego").read_text())
-    app, public, admin, opa = (free_port() for _ in range(4))
+    app, public, admin, opa = stack_ports(3)  # app: services.port, the first of the local runtime's four
     (tmp_path / "manifest.yaml").write_text(
         f"services: {{image: swift-deploy-1-node:latest, port: {app}}}\n"
         f"nginx: {{port: {public}, admin_port: {admin}}}\n"

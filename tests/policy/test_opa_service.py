@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import stack_ports
 
 from swiftdeploy.errors import OperationFailed, PolicyEngineUnavailable
-from swiftdeploy.runtime.procs import free_port
 
 SWIFTDEPLOY = str(Path(sys.executable).with_name("swiftdeploy"))
 MANIFEST = """\
@@ -31,10 +31,7 @@ policy:
 
 
 def write(folder: Path, engine: str, binary: str | None = None, opa_port: int | None = None) -> Path:
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(free_port())
-    app, public, admin, opa = sorted(ports)
+    app, public, admin, opa = stack_ports(3)  # app: services.port, the first of the local runtime's four
     path = folder / "manifest.yaml"
     path.write_text(
         MANIFEST.format(
