@@ -40,7 +40,8 @@ policy:
   window_seconds: {window}
   thresholds:
     # Demo-only HOST thresholds: right after `pip install` on a busy 2-core machine the 1-minute load can pass
-    # even 2.0 per core, so the infrastructure gate is relaxed here (max_cpu_load replaces the per-core rule).
+    # even 4.0 per core (a build or a test run beside it), so the infrastructure gate is relaxed here
+    # (max_cpu_load, max(16, 8 x CPUs), replaces the per-core rule).
     # The CANARY thresholds stay the real defaults.
     max_cpu_load: {max_load}
     min_disk_free_gb: 1
@@ -145,7 +146,7 @@ def demo_ports(base_port: int | None = None) -> tuple[int, int, int, int]:
 
 def write_manifest(folder: Path, *, window: float = 60.0, base_port: int | None = None) -> Path:
     public_port, admin_port, app_port, opa_port = demo_ports(base_port)
-    max_load = max(8.0, 4.0 * (os.cpu_count() or 1))
+    max_load = max(16.0, 8.0 * (os.cpu_count() or 1))
     path = folder / "manifest.yaml"
     text = DEMO_MANIFEST.format(
         app_port=app_port,

@@ -86,7 +86,7 @@ def app_health_url(m: Manifest, port: int) -> str:
 def _health_answer(url: str) -> tuple[bool, str]:
     """(healthy, detail) of one GET of a health URL: 200 is healthy; detail is the answer or why there was none."""
     try:
-        status, body = get_text(url, timeout=1.0, limit=4096)
+        status, body = get_text(url, timeout=2.0, limit=4096)
     except NoAnswer as exc:
         return False, str(exc)
     return status == 200, f"HTTP {status}: {body.strip()[:200]}"
