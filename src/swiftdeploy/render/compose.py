@@ -86,6 +86,11 @@ def _hardening(m: Manifest, user: str, *, networks: bool = True) -> list[str]:
 
 
 def _app(m: Manifest, name: str, image: str, version: str, mode: str) -> list[str]:
+    return [*app_service(m, name, image, version, mode, expose=True), *_hardening(m, APP_USER)]
+
+
+def app_service(m: Manifest, name: str, image: str, version: str, mode: str, *, expose: bool) -> list[str]:
+    """An app service's image, environment, healthcheck and log volume (compose and the swarm stack file alike)."""
     port = m.services.port
     # CMD form + Python's urllib: slim images have no curl and no shell is needed. Non-2xx raises -> exit 1.
     health = m.services.health_path
@@ -99,8 +104,7 @@ def _app(m: Manifest, name: str, image: str, version: str, mode: str) -> list[st
         f"      APP_IMAGE: {yaml_quote(image)}\n",
         f"      APP_PORT: {yaml_quote(port)}\n",
         f"      LOG_DIR: {yaml_quote(LOG_DIR)}\n",
-        "    expose:\n",
-        f"      - {yaml_quote(port)}\n",
+        *(["    expose:\n", f"      - {yaml_quote(port)}\n"] if expose else []),
         "    healthcheck:\n",
         f"      test: {yaml_flow_list(['CMD', 'python3', '-c', probe])}\n",
         f"      interval: {yaml_quote('3s')}\n",
@@ -109,7 +113,6 @@ def _app(m: Manifest, name: str, image: str, version: str, mode: str) -> list[st
         f"      start_period: {yaml_quote('15s')}\n",
         "    volumes:\n",
         f"      - {yaml_quote(f'{log_volume(m)}:{LOG_DIR}')}\n",
-        *_hardening(m, APP_USER),
     ]
 
 

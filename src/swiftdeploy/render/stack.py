@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .common import header, nginx_duration, yaml_flow_list, yaml_quote
-from .compose import APP_USER, LOG_DIR, NGINX_CONF_MOUNT, NGINX_LIVE_CONF, NGINX_SERVICE, log_volume
+from .compose import APP_USER, NGINX_CONF_MOUNT, NGINX_LIVE_CONF, NGINX_SERVICE, app_service, log_volume
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -103,9 +103,6 @@ def _hardening(m: Manifest, user: str) -> list[str]:
 
 
 def _app(m: Manifest, name: str, image: str, version: str, mode: str, replicas: int) -> list[str]:
-    port = m.services.port
-    health = m.services.health_path
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{health}', timeout=3)"
     u = m.swarm.update
     update = [
         f"        parallelism: {u.parallelism}\n",
@@ -114,22 +111,7 @@ def _app(m: Manifest, name: str, image: str, version: str, mode: str, replicas: 
         f"        monitor: {yaml_quote(nginx_duration(u.monitor))}\n",
     ]
     return [
-        f"  {yaml_quote(name)}:\n",
-        f"    image: {yaml_quote(image)}\n",
-        "    environment:\n",
-        f"      MODE: {yaml_quote(mode)}\n",
-        f"      APP_VERSION: {yaml_quote(version)}\n",
-        f"      APP_IMAGE: {yaml_quote(image)}\n",
-        f"      APP_PORT: {yaml_quote(port)}\n",
-        f"      LOG_DIR: {yaml_quote(LOG_DIR)}\n",
-        "    healthcheck:\n",
-        f"      test: {yaml_flow_list(['CMD', 'python3', '-c', probe])}\n",
-        f"      interval: {yaml_quote('3s')}\n",
-        f"      timeout: {yaml_quote('4s')}\n",
-        "      retries: 10\n",
-        f"      start_period: {yaml_quote('15s')}\n",
-        "    volumes:\n",
-        f"      - {yaml_quote(f'{log_volume(m)}:{LOG_DIR}')}\n",
+        *app_service(m, name, image, version, mode, expose=False),
         *_hardening(m, APP_USER),
         "    deploy:\n",
         f"      replicas: {replicas}\n",

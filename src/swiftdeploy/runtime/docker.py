@@ -193,6 +193,17 @@ def _package_binary() -> Path | None:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
+def stop_stream(proc: Any) -> None:
+    """Stop a `logs --follow` process we started (SIGTERM, SIGKILL after 5 s) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or "/var/run/docker.sock"
 
@@ -583,10 +594,4 @@ class DockerRuntime:
             if code != 0:
                 raise OperationFailed(f"`{_shown(argv)}` exited with code {code} (its output is above)")
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            stop_stream(proc)

@@ -566,12 +566,7 @@ def _follow_all(popen: Callable[..., Any], argvs: list[list[str]]) -> Iterator[L
             yield LogLine(line)
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_stream(proc)
 
 
 def _pump(proc: Any, lines: queue.Queue[str | None]) -> None:
