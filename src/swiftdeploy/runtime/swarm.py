@@ -38,7 +38,7 @@ from ..render.compose import NGINX_SERVICE
 from ..render.stack import NGINX_ROOT_USER, STACK_FILE, STACK_LABEL
 from .base import LogLine, Progress, ServiceHealth, ServiceInfo, Track, _noop, expected_services, role_of, service_of
 from .base import wait_until_healthy as _wait_until_healthy
-from .docker import DockerRuntime, connect, engine_address, engine_reason
+from .docker import DockerRuntime, connect, engine_address, engine_reason, stop_stream
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
