@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -302,7 +303,8 @@ def test_a_bundle_opa_cannot_compile_fails_the_deploy_with_opas_message(opa_bina
         deploy(tmp_path / "manifest.yaml", timeout=30)
     message = str(info.value)
     assert info.value.exit_code == 4
-    assert message.startswith("OPA refused to start (exit code 1)") and "rego_recursion_error" in message
+    # The exit code is said when it was collected in time (a busy machine may not have it yet); OPA's words always.
+    assert re.match(r"OPA refused to start( \(exit code 1\))?: ", message) and "rego_recursion_error" in message
     assert "canary.rego:6" in message
     assert not list((tmp_path / ".swiftdeploy" / "pids").glob("*.json"))
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]

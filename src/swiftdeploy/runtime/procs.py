@@ -296,9 +296,29 @@ def _state(record: ProcRecord | None) -> str:
         return "gone"
     problem = identity_problem(record, proc)
     if problem is not None:
+        if _dying(proc):  # a process in the middle of exiting loses its exe link before it is a zombie
+            _reap(record.pid)
+            return "gone"
         warn(f"refused to signal pid {record.pid} recorded in {record.where()}: {problem}; it was left alone")
         return "refused"
     return "ours"
+
+
+def _dying(proc: object, wait: float = 0.5) -> bool:
+    """Whether a process whose identity could not be read is exiting: within `wait` seconds it is a zombie or gone
+    (a SIGKILLed process under load shows neither its executable nor its command line for a moment)."""
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):  # type: ignore[attr-defined]
+                return True
+        except psutil.Error:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def is_running(record: ProcRecord | None) -> bool:
