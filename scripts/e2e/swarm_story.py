@@ -512,6 +512,68 @@ class SwarmStory:
         pids = list((self.dir / ".swiftdeploy" / "pids").glob("*.json")) if (self.dir / ".swiftdeploy").exists() else []
         self.expect(not pids, f"pid files left after teardown (OPA?): {pids}")
 
+    def opa_isolated(self) -> None:
+        """OPA answers on the manager's 127.0.0.1; from inside the nginx task and an app task, a TCP connect to its
+        port fails at every address it could be reached by (the task's own 127.0.0.1, the manager's node address,
+        the task's gateway), while a connect to a neighbour on the stack's network succeeds (the probe works)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.opa_port}/health", timeout=5) as answer:
+            self.expect(answer.status == 200, f"OPA /health on the manager answered {answer.status}")
+        node_addr = json.loads(self.docker("info", "--format", "{{json .Swarm.NodeAddr}}"))
+        probe = (
+            "import socket, struct, sys\n"
+            "def gateway():\n"
+            "    for line in open('/proc/net/route').read().splitlines()[1:]:\n"
+            "        f = line.split()\n"
+            "        if f[1] == '00000000': return socket.inet_ntoa(struct.pack('<L', int(f[2], 16)))\n"
+            "port, neighbour = int(sys.argv[1]), sys.argv[2]\n"
+            "hosts = [(h, False) for h in ['127.0.0.1', sys.argv[3], gateway()] if h]\n"
+            "for host, want in hosts + [(neighbour, True)]:\n"
+            "    s = socket.socket(); s.settimeout(3)\n"
+            "    ok = s.connect_ex((host, port if not want else 3000)) == 0; s.close()\n"
+            "    print(host, 'reached' if ok else 'refused', 'ok' if ok == want else 'WRONG')\n"
+        )
+        app = self.wait_tasks("app", 1)[0]
+        for name, task, neighbour in (("nginx", self.nginx_task(), app["address"]), ("app", app, app["address"])):
+            said = self.in_task(task, "python3", "-c", probe, str(self.opa_port), neighbour, node_addr)
+            print(f"  from the {name} task: {' | '.join(said.strip().splitlines())}", flush=True)
+            self.expect("WRONG" not in said and said.count(" ok") >= 3, f"OPA reachable from the {name} task:\n{said}")
+
+    def rollout_aborted(self) -> None:
+        """`swiftdeploy abort` from a second process while step 1 watches: the canary is rolled back, the rollout
+        exits 3, nothing is lost."""
+        self.next_canary("4.0.0")
+        cmd = [self.args.swiftdeploy, "-m", str(self.manifest), "rollout", "--json", "--timeout", "300"]
+        with self.under_traffic("rollout + abort", rps=ROLLOUT_RPS):
+            print("  $ swiftdeploy rollout --json (in the background)", flush=True)
+            errors = self.dir / "rollout-abort.stderr"  # a file: a full stderr pipe can never block the rollout
+            with errors.open("w") as sink:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sink, text=True)
+            try:
+                watching = False
+                for line in proc.stdout:  # type: ignore[union-attr]
+                    if line.startswith("{") and json.loads(line).get("event") == "rollout_step":
+                        watching = True
+                        break
+                self.expect(watching, "the rollout never reached its first step")
+                done = self.sd("abort")
+                proc.communicate(timeout=300)
+                err = errors.read_text(encoding="utf-8", errors="replace")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        print(f"  {done.stdout.strip()}", flush=True)
+        self.expect("aborted by" in done.stdout, f"abort said: {done.stdout}{done.stderr}")
+        self.expect(
+            proc.returncode == 3 and "rollout aborted by" in err, f"rollout exited {proc.returncode}:\n{err[-3000:]}"
+        )
+        self.mode_is("stable")
+        self.serves("1.0.0")
+        deadline = time.monotonic() + 60
+        while self.tasks("app-canary"):
+            self.expect(time.monotonic() < deadline, "canary tasks still run 60 s after the abort")
+            time.sleep(0.5)
+
     def gates_by_opa(self) -> None:
         records = [json.loads(line) for line in (self.dir / "history.jsonl").read_text().splitlines()]
         gates = [(r.get("gate", "?"), r["engine"], r["verdict"]) for r in records if r["event"] == "policy_decision"]
@@ -523,6 +585,7 @@ class SwarmStory:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("deploy (3 stable tasks)", self.deploy),
             ("requests (stable)", self.requests_stable),
+            ("OPA unreachable from the tasks", self.opa_isolated),
             ("promote canary (2 tasks)", self.promote_canary),
             ("split seen", self.split),
             ("metrics from every replica", self.metrics_per_replica),
@@ -532,6 +595,7 @@ class SwarmStory:
             ("rollback", self.rollback),
             ("rollout (3 steps, healthy)", self.rollout),
             ("undo", self.undo),
+            ("rollout + abort from a second process", self.rollout_aborted),
             ("worker lost mid-traffic", self.worker_loss),
             ("every gate decided by OPA", self.gates_by_opa),
         ]
